@@ -1,0 +1,187 @@
+"""Audio input: decode, down-mix, resample, validate and fingerprint one file.
+
+All decoding in voiceid goes through :func:`load_audio`, so every stage sees the same
+waveform for the same file: float32 mono at the pipeline sample rate.  Problems are
+raised as :class:`AudioError` subclasses that carry the path, what was expected and
+what was found; stages catch them, record the file as rejected and carry on.
+
+Example:
+    >>> import numpy as np, soundfile as sf, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
+    >>> t = np.arange(8000) / 8000
+    >>> sf.write(path, 0.5 * np.sin(2 * np.pi * 220 * t), 8000)
+    >>> clip = load_audio(path, target_sr=16000)
+    >>> clip.wave.shape, clip.sample_rate, clip.orig_sample_rate
+    ((16000,), 16000, 8000)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a")
+
+
+class AudioError(Exception):
+    """A file that cannot be used as speech input.
+
+    Attributes:
+        path: the offending file.
+        reason: a short machine-friendly tag (``corrupt``, ``empty``, ``too_short``, ...).
+        expected / found: human-readable descriptions of the mismatch.
+    """
+
+    reason = "bad_audio"
+
+    def __init__(self, path: str | os.PathLike[str], expected: str, found: str) -> None:
+        self.path = str(path)
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{self.path}: {self.reason}: expected {expected}, found {found}")
+
+
+class UnreadableAudioError(AudioError):
+    """The bytes do not decode as audio (corrupt container, text file, unknown codec)."""
+
+    reason = "unreadable"
+
+
+class EmptyAudioError(AudioError):
+    """The file exists but holds no samples (zero bytes or a header only)."""
+
+    reason = "empty"
+
+
+class TooShortAudioError(AudioError):
+    """Fewer seconds of audio than the configured minimum."""
+
+    reason = "too_short"
+
+
+class TooLongAudioError(AudioError):
+    """More seconds of audio than the configured maximum."""
+
+    reason = "too_long"
+
+
+class SilentAudioError(AudioError):
+    """No frame rises above the silence threshold (digital silence or pure hiss)."""
+
+    reason = "silent"
+
+
+class InvalidSamplesError(AudioError):
+    """The decoded samples contain NaN or infinity."""
+
+    reason = "invalid_samples"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded, mono, resampled waveform and what the file originally held."""
+
+    wave: np.ndarray  # (n_samples,) float32 in [-1, 1]
+    sample_rate: int
+    orig_sample_rate: int
+    orig_channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.wave.shape[0] / self.sample_rate
+
+
+def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """Decode to (n_samples, channels) float32; soundfile first, librosa's fallbacks second."""
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        return data, int(sr)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as sf_exc:
+        if path.suffix.lower() in (".wav", ".flac", ".ogg"):
+            # libsndfile owns these containers; a failure there means the bytes are bad.
+            raise UnreadableAudioError(path, "a decodable audio file", f"decoder error: {sf_exc}") from sf_exc
+        try:
+            import librosa  # deferred: heavy import, needed only for mp3/m4a fallbacks
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data, sr = librosa.load(str(path), sr=None, mono=False)
+        except Exception as exc:  # audioread raises a zoo of types
+            raise UnreadableAudioError(path, "a decodable audio file", f"decoder error: {exc}") from exc
+        data = np.atleast_2d(np.asarray(data, dtype=np.float32)).T
+        return data, int(sr)
+
+
+def load_audio(
+    path: str | os.PathLike[str],
+    target_sr: int = 16000,
+) -> Clip:
+    """Decode ``path`` once, average channels to mono and resample to ``target_sr``.
+
+    Raises:
+        UnreadableAudioError: missing file, non-audio bytes, or a corrupt container.
+        EmptyAudioError: zero-length file or no samples.
+        InvalidSamplesError: NaN/inf samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableAudioError(path, "an existing file", "no such file")
+    if path.stat().st_size == 0:
+        raise EmptyAudioError(path, "audio samples", "a 0-byte file")
+    data, sr = _decode(path)
+    if data.shape[0] == 0:
+        raise EmptyAudioError(path, "audio samples", "0 samples")
+    if not np.isfinite(data).all():
+        raise InvalidSamplesError(path, "finite samples", "NaN or inf values")
+    channels = data.shape[1]
+    wave = data.mean(axis=1) if channels > 1 else data[:, 0]
+    if sr != target_sr:
+        wave = soxr.resample(wave, sr, target_sr, quality="HQ")
+    return Clip(np.ascontiguousarray(wave, dtype=np.float32), target_sr, sr, channels)
+
+
+def frame_rms_db(wave: np.ndarray, sample_rate: int, frame_s: float = 0.025) -> np.ndarray:
+    """RMS level in dBFS of non-overlapping frames (the last partial frame is dropped)."""
+    n = max(1, int(frame_s * sample_rate))
+    usable = (wave.shape[0] // n) * n
+    if usable == 0:
+        frames = wave[None, :]
+    else:
+        frames = wave[:usable].reshape(-1, n)
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    return 20.0 * np.log10(np.maximum(rms, 1e-10))
+
+
+def validate_clip(
+    clip: Clip,
+    path: str | os.PathLike[str],
+    min_duration: float,
+    max_duration: float | None = None,
+    silence_db: float = -50.0,
+) -> None:
+    """Raise an :class:`AudioError` if ``clip`` is too short, too long or silent.
+
+    A clip counts as silent when its loudest 25 ms frame stays below ``silence_db``
+    dBFS: low-level hiss passes a plain peak check but carries no speaker.
+    """
+    if clip.duration < min_duration:
+        raise TooShortAudioError(path, f">= {min_duration:.2f} s", f"{clip.duration:.3f} s")
+    if max_duration is not None and clip.duration > max_duration:
+        raise TooLongAudioError(path, f"<= {max_duration:.2f} s", f"{clip.duration:.3f} s")
+    loudest = float(frame_rms_db(clip.wave, clip.sample_rate).max())
+    if loudest < silence_db:
+        raise SilentAudioError(path, f"a frame louder than {silence_db:.0f} dBFS", f"loudest {loudest:.1f} dBFS")
+
+
+def content_hash(wave: np.ndarray) -> str:
+    """SHA-256 of the decoded samples: equal for the same audio in any container."""
+    # libsndfile maps int16 to float by /32768, so this inverts it exactly for PCM input.
+    pcm16 = np.clip(np.round(wave * 32768.0), -32768, 32767).astype("<i2")
+    return hashlib.sha256(pcm16.tobytes()).hexdigest()
