@@ -1,0 +1,149 @@
+"""The whole chain on ../shared/data/az_digits: prepare, features, grid, ECAPA, selection.
+
+59 speakers x 20 spoken digits: 40 speakers are enrolled (8 train, 4 val, 8 test
+utterances each), 19 are unknown (10 utterances each; about half the unknown speakers fit
+thresholds with val, the rest are test probes).  Everything runs on the library code of the
+stages, into a work dir with its own MLflow sqlite store and Optuna storage (nothing is
+written to the repo).  Studies and the feature cache resume there, so a rerun is quick.
+
+Usage:
+    .venv/bin/python benchmarks/select_az_digits.py [--n-trials 6] [--families svc mlp knn logreg]
+                                                    [--ecapa-trials 1 | --no-ecapa] [--n-bootstrap 1000]
+
+Prints per family: the calibration chosen, closed-set accuracy, DIR@FAR1% and EER of the
+calibrated model on test with bootstrap 95% intervals, then the champion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "az_digits"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-trials", type=int, default=6, help="Optuna trials per classifier family")
+    parser.add_argument("--feature-sets", nargs="*", default=["mfcc60"])
+    parser.add_argument("--families", nargs="*", default=["svc", "mlp", "knn", "logreg"])
+    parser.add_argument("--ecapa-trials", type=int, default=1)
+    parser.add_argument("--no-ecapa", action="store_true")
+    parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "voiceid_select_az_digits"))
+    args = parser.parse_args(argv)
+    if not DATA.is_dir():
+        print(f"az_digits not found at {DATA}", file=sys.stderr)
+        return 2
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    os.chdir(work)  # MLflow's ./mlruns artifacts land here, not in the repo
+
+    import optuna
+    import torch
+
+    from voiceid import tracking
+    from voiceid.config import load_section
+    from voiceid.ecapa_tune import EcapaParams, run_ecapa, split_logmel
+    from voiceid.featcache import extract_features, write_tables
+    from voiceid.features import FeatureParams, read_logmel
+    from voiceid.grid import run_family
+    from voiceid.prepare import PrepareParams, prepare
+    from voiceid.selection import FeatureBank, SelectParams, make_champion, select
+    from voiceid.selection_report import find_sources, load_sources, register_champion, summary
+    from voiceid.tuning import GridParams, grid_data, read_table
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(2)
+    tracking.configure(f"sqlite:///{work}/mlflow.db")
+    t_all = time.perf_counter()
+
+    # -- prepare: 40 enrolled, 19 unknown speakers --
+    start = time.perf_counter()
+    prep = prepare(PrepareParams(adapter="folder", source=str(DATA), min_utts=13, utts_per_speaker=20,
+                                 train_per_speaker=8, val_per_speaker=4, n_enrolled=40, n_unknown=19,
+                                 unknown_utts_per_speaker=10, unknown_val_fraction=0.5, order="random", seed=42),
+                   progress=False)
+    manifest = prep.manifest
+    manifest_path = work / "manifest.parquet"
+    manifest.to_parquet(manifest_path, index=False)
+    counts = manifest.groupby(["role", "split"]).size().to_dict()
+    speakers = manifest.groupby("role")["speaker"].nunique().to_dict()
+    print(f"prepare: speakers {speakers}, utterances {counts} ({time.perf_counter() - start:.1f} s)", flush=True)
+
+    # -- features --
+    sets = tuple(dict.fromkeys([*args.feature_sets, "mfcc60", *(() if args.no_ecapa else ("logmel",))]))
+    start = time.perf_counter()
+    fparams = FeatureParams(sets=sets)  # type: ignore[arg-type]
+    feats = extract_features(manifest, fparams, work / "feature_cache", progress=False)
+    write_tables(feats, work / "features")
+    print(f"features: {len(feats.meta)} files, sets {sets}, {feats.n_computed} computed "
+          f"({time.perf_counter() - start:.1f} s)", flush=True)
+    base_tags = {"git_commit": tracking.git_commit(REPO), "data_hash": tracking.data_hash(manifest_path)}
+
+    # -- grid (classifier families) --
+    grid = load_section(GridParams, "grid", REPO / "params.yaml")
+    grid = dataclasses.replace(grid, dataset_name="az_digits", feature_sets=tuple(args.feature_sets),
+                               families=tuple(args.families), n_trials=args.n_trials, timeout_s=300.0,
+                               storage=f"sqlite:///{work}/optuna.db")
+    for feature_set in args.feature_sets:
+        meta, X, names = read_table(str(work / "features" / f"{feature_set}.parquet"))
+        data = grid_data(meta, X, feature_set, names)
+        for family in args.families:
+            t0 = time.perf_counter()
+            r = run_family(family, data, grid, base_tags)
+            print(f"grid: {feature_set} {family:8s} val_{r.objective} {r.val_metrics[r.objective]:.4f} "
+                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    # -- ECAPA --
+    if not args.no_ecapa:
+        ecapa = load_section(EcapaParams, "ecapa", REPO / "params.yaml")
+        ecapa = dataclasses.replace(ecapa, dataset_name="az_digits",
+                                    search=dataclasses.replace(ecapa.search, n_trials=args.ecapa_trials))
+        t0 = time.perf_counter()
+        meta, mats = read_logmel(work / "features" / "logmel.parquet")
+        r = run_ecapa(split_logmel(meta, mats), ecapa, base_tags, work / "checkpoints")
+        print(f"ecapa: val EER {r.val['eer']:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    # -- selection --
+    t0 = time.perf_counter()
+    families = (*args.families, *(() if args.no_ecapa else ("ecapa",)), "cosine")
+    params = dataclasses.replace(load_section(SelectParams, "select", REPO / "params.yaml"), families=families,
+                                 n_bootstrap=args.n_bootstrap, registered_model="voiceid-az-digits")
+    sources, skipped = find_sources(params, base_tags["data_hash"])
+    bank = FeatureBank.from_dir(work / "features", [s.feature_set for s in sources])
+    result = select(load_sources(sources), bank, params, fparams)
+    report = summary(result, params, skipped)
+    champion = make_champion(result, params, fparams)
+    registry = register_champion(champion, params, report, base_tags)
+    print(f"select: {time.perf_counter() - t0:.1f} s; skipped {report['skipped'] or 'none'}; probes {report['n_probes']}")
+
+    def ci(d: dict[str, float]) -> str:
+        return f"{d['value']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"
+
+    print(f"\naz_digits, 40 enrolled / 19 unknown speakers; test with bootstrap 95% CI (n={args.n_bootstrap}); "
+          f"thresholds ({params.threshold_rule}) fitted on val")
+    print(f"{'family':8s} {'features':8s} {'calibration':11s} {'closed-set acc':22s} {'DIR@FAR1%':22s} {'EER':22s} "
+          f"{'FAR':22s} {'FRR':22s}")
+    for c in result.candidates:
+        t = result.test_reports[c.family]
+        print(f"{c.family:8s} {c.source.feature_set:8s} {c.calibration['method']:11s} {ci(t['accuracy']):22s} "
+              f"{ci(t['dir_far_1']):22s} {ci(t['eer']):22s} {ci(t['far']):22s} {ci(t['frr']):22s}")
+    t = result.test_reports[champion.family]
+    print(f"champion: {champion.family} (best val {params.champion_metric}), {params.threshold_rule} threshold "
+          f"{champion.threshold:.4f}: closed-set acc {ci(t['accuracy'])}, DIR@FAR1% {ci(t['dir_far_1'])}, "
+          f"EER {ci(t['eer'])}; embedding model for new speakers: "
+          f"{result.embedding.family if result.embedding else 'none'}")
+    print(f"registered {registry['registered_uri']} v{registry['version']} in sqlite:///{work}/mlflow.db; "
+          f"total {time.perf_counter() - t_all:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

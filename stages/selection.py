@@ -1,0 +1,88 @@
+"""DVC stage ``select``: calibrate and threshold each family's best model on val, report once on test.
+
+(The file is not called select.py: run as ``python stages/select.py`` it would shadow the
+stdlib ``select`` module for every script in stages/.)
+
+Reads the final runs of the grid/ECAPA stages from MLflow (``tracking.uri``; runs of this
+data only, by ``data_hash``), the feature tables in data/features and the prepared manifest.
+Writes metrics/selection.json (test figures with intervals), reports/selection.json (also the
+calibrations, val figures and per-rule FAR/FRR) and plots/select/{det,roc,scores,confusion}.csv,
+and registers the champion as pyfunc model ``select.registered_model`` with alias ``champion``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--features-dir", default="data/features")
+    parser.add_argument("--manifest", default="data/prepared/manifest.parquet")
+    parser.add_argument("--metrics", default="metrics/selection.json")
+    parser.add_argument("--report", default="reports/selection.json")
+    parser.add_argument("--plots-dir", default="plots/select")
+    args = parser.parse_args(argv)
+
+    from voiceid import tracking
+    from voiceid.config import ConfigError, load_section
+    from voiceid.features import FeatureParams
+    from voiceid.selection import FeatureBank, SelectParams, make_champion, select
+    from voiceid.selection_report import (
+        find_sources, for_json, load_sources, metrics_view, plot_tables, register_champion, summary,
+    )
+
+    start = time.perf_counter()
+    try:
+        params = load_section(SelectParams, "select", args.params)
+        features = load_section(FeatureParams, "features", args.params)
+        tracking_params = load_section(tracking.TrackingParams, "tracking", args.params)
+        data_hash = tracking.data_hash(args.manifest)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"select: {exc}", file=sys.stderr)
+        return 2
+    uri = tracking.configure(tracking_params.uri)
+    sources, skipped = find_sources(params, data_hash)
+    for family, reason in skipped.items():
+        print(f"select: skipping {family}: {reason}", file=sys.stderr)
+    try:
+        bank = FeatureBank.from_dir(args.features_dir, [s.feature_set for s in sources])
+        result = select(load_sources(sources), bank, params, features)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"select: {exc}", file=sys.stderr)
+        return 1
+
+    for family, reason in result.skipped.items():
+        print(f"select: skipping {family}: {reason}", file=sys.stderr)
+    report = summary(result, params, skipped)
+    champion = make_champion(result, params, features)
+    registry = register_champion(champion, params, report, {"data_hash": data_hash, "git_commit": tracking.git_commit()})
+    report["champion"].update({"registered_model": params.registered_model, "version": registry["version"],
+                               "run_id": registry["run_id"]})
+
+    for path, content in ((args.metrics, metrics_view(report)), (args.report, for_json(report))):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(content, indent=2) + "\n")
+    plots = Path(args.plots_dir)
+    plots.mkdir(parents=True, exist_ok=True)
+    for name, table in plot_tables(result, params).items():
+        table.to_csv(plots / name, index=False)
+
+    test = report["champion"]["test"]
+    for c in result.candidates:
+        t = result.test_reports[c.family]
+        print(f"select: {c.family:8s} val {params.champion_metric} {c.val_report[params.champion_metric]:.3f} | test acc "
+              f"{t['accuracy']['value']:.3f} DIR@FAR1% {t['dir_far_1']['value']:.3f} EER {t['eer']['value']:.3f}")
+    print(f"select: champion {champion.family} ({params.threshold_rule} threshold {champion.threshold:.4f}): test FAR "
+          f"{test['far']['value']:.3f} FRR {test['frr']['value']:.3f}; registered {registry['registered_uri']} "
+          f"v{registry['version']} in {uri} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

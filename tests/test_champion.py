@@ -1,0 +1,114 @@
+"""The champion: audio in, decisions equal to the selection's; galleries; the pyfunc model in-process."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import synth_voice, write_wav
+from synthetic_select import AudioCorpus, audio_corpus, fit_logreg
+from voiceid import openset
+from voiceid.champion import Centroids, Champion, centroids_from, load_gallery, save_gallery
+from voiceid.selection import SelectionResult, SelectParams, Source, make_champion, select
+
+PARAMS = SelectParams(families=("logreg", "cosine"), n_bootstrap=20, threshold_rule="eer", champion_metric="eer")
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[AudioCorpus, SelectionResult, Champion]:
+    corpus = audio_corpus()
+    sources = [
+        (Source("logreg", "classifier", "mfcc60", "run-1", None, "val_f1_weighted", 1.0), fit_logreg(corpus.bank)),
+        (Source("cosine", "embedding", "mfcc60"), None),
+    ]
+    result = select(sources, corpus.bank, PARAMS, corpus.params)
+    return corpus, result, make_champion(result, PARAMS, corpus.params)
+
+
+def test_identify_reproduces_the_selection_decisions(built) -> None:  # noqa: ANN001
+    corpus, result, champion = built
+    test_rows = np.flatnonzero((corpus.meta["split"] == "test").to_numpy())
+    known = corpus.meta.loc[test_rows, "role"].eq("enrolled").to_numpy()
+    order = np.r_[test_rows[known], test_rows[~known]]  # the bank lists enrolled probes first
+    probes = result.test[champion.family]
+    expected = openset.decide(probes, champion.threshold)
+    for i, row in enumerate(order):
+        d = champion.identify(corpus.waves[row], 16000)
+        assert d.speaker == expected[i]
+        assert d.score == pytest.approx(probes.score[i], abs=1e-6)
+        assert d.known == (d.score >= d.threshold)
+    assert champion.label_map == sorted(corpus.meta.loc[corpus.meta["role"] == "enrolled", "speaker"].unique())
+
+
+def test_threshold_decides_unknown(built) -> None:  # noqa: ANN001
+    corpus, _, champion = built
+    wave = corpus.waves[0]
+    strict = dataclasses.replace(champion, threshold=1.01)
+    assert strict.identify(wave, 16000) == ("unknown", pytest.approx(champion.identify(wave, 16000).score), 1.01, False)
+    lax = dataclasses.replace(champion, threshold=0.0)
+    assert lax.identify(wave, 16000)[::3] == (corpus.meta.loc[0, "speaker"], True)  # a training clip of e00
+
+
+def test_predict_frame_paths_waveforms_and_a_bad_row(built, tmp_path: Path) -> None:  # noqa: ANN001
+    corpus, _, champion = built
+    paths = [write_wav(tmp_path / f"{i}.wav", corpus.waves[i]) for i in (0, 20)]
+    by_path = champion.predict_frame(pd.DataFrame({"path": [str(p) for p in paths]}))
+    by_wave = champion.predict_frame(pd.DataFrame({"waveform": [corpus.waves[0].tolist(), corpus.waves[20].tolist()],
+                                                   "sample_rate": [16000, 16000]}))
+    assert list(by_path.columns) == ["speaker", "score", "threshold", "known", "error"]
+    assert by_path["speaker"].tolist() == by_wave["speaker"].tolist()
+    assert np.allclose(by_path["score"], by_wave["score"], atol=1e-4)  # 16-bit wav rounding
+    mixed = champion.predict_frame(pd.DataFrame({"path": [str(paths[0]), str(tmp_path / "missing.wav")]}))
+    assert mixed.loc[0, "error"] == "" and mixed.loc[0, "speaker"] == by_path.loc[0, "speaker"]
+    assert "missing.wav" in mixed.loc[1, "error"] and pd.isna(mixed.loc[1, "speaker"])
+    with pytest.raises(ValueError, match="'path' column"):
+        champion.predict_frame(pd.DataFrame({"audio": [1]}))
+
+
+def test_gallery_enrolls_a_new_speaker_without_retraining(built, tmp_path: Path) -> None:  # noqa: ANN001
+    _, _, champion = built
+    new = [synth_voice(seed=40, seconds=s) for s in (0.9, 1.0, 1.1, 1.2)]
+    emb = np.stack([champion.embed(w, 16000) for w in new[:3]])
+    gallery_path = save_gallery(tmp_path / "g.npz", centroids_from(emb, ["newbie"] * 3), champion.embedding.embedder_id)
+    gallery = load_gallery(gallery_path, champion.embedding.embedder_id)
+    with_gallery = champion.identify(new[3], 16000, gallery=gallery)
+    assert with_gallery == ("newbie", with_gallery.score, champion.embedding_threshold, True)
+    assert champion.identify(new[3], 16000).speaker != "newbie"
+    framed = champion.predict_frame(pd.DataFrame({"waveform": [new[3].tolist()], "sample_rate": [16000]}), gallery_path)
+    assert framed.loc[0, "speaker"] == "newbie"
+    with pytest.raises(ValueError, match="made by embedder"):
+        load_gallery(gallery_path, "ecapa:other-run")
+    with pytest.raises(ValueError, match="dims"):
+        champion.identify(new[3], 16000, gallery=Centroids(["x"], np.ones((1, 3))))
+
+
+def test_pyfunc_from_the_registry_predicts_in_process(built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from voiceid import tracking
+    from voiceid.selection_report import register_champion, summary
+
+    corpus, result, champion = built
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.configure(uri)
+    params = dataclasses.replace(PARAMS, registered_model="vid-champ")
+    info = register_champion(champion, params, summary(result, params, {}), {"data_hash": "H"})
+    assert tracking.aliased_version("vid-champ", "champion")["version"] == info["version"]
+
+    model = tracking.load_pyfunc("models:/vid-champ@champion")
+    frame = pd.DataFrame({"waveform": [corpus.waves[i].tolist() for i in (1, 30, 50)], "sample_rate": [16000] * 3})
+    got = model.predict(frame)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), champion.predict_frame(frame))
+    wav = write_wav(tmp_path / "probe.wav", corpus.waves[30])
+    by_path = model.predict(pd.DataFrame({"path": [str(wav)]}))
+    assert by_path.loc[0, "speaker"] == got.loc[1, "speaker"] and by_path.loc[0, "error"] == ""
+    loaded = model.unwrap_python_model().champion
+    assert loaded.family == champion.family and loaded.threshold == champion.threshold
+    new = [synth_voice(seed=41, seconds=s) for s in (1.0, 1.1)]
+    g = save_gallery(tmp_path / "g.npz", centroids_from(loaded.embed(new[0], 16000)[None, :], ["late"]), loaded.embedding.embedder_id)
+    out = model.predict(pd.DataFrame({"waveform": [new[1].tolist()], "sample_rate": [16000]}), params={"gallery": str(g)})
+    assert out.loc[0, "speaker"] == "late"

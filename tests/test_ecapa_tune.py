@@ -1,0 +1,201 @@
+"""ECAPA experiment: data split, trial protocol, params, and the stage end to end (slow)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from voiceid.config import ConfigError, from_mapping, load_section
+from voiceid.ecapa import ECAPATDNN, EcapaConfig
+from voiceid.ecapa_tune import EcapaError, EcapaParams, Evaluator, SearchSpace, split_logmel
+from voiceid.features import write_logmel_table
+
+REPO = Path(__file__).resolve().parents[1]
+N_MELS = 20
+TINY = {
+    "dataset_name": "tiny", "device": "cpu", "threads": 1, "p_target": 0.01, "max_nontarget": 5000,
+    "model": {"channels": 16, "scale": 4, "se_channels": 8, "attention_channels": 8, "embedding_dim": 16},
+    "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 8, "crop_frames": 40, "lr": 0.003, "lr_min": 0.0001,
+              "margin": 0.2, "scale": 10.0, "margin_warmup": 0.5, "patience": 2, "seed": 0},
+    "search": {"n_trials": 2, "lr": [0.001, 0.005], "margin": [0.1, 0.3], "channels": [16, 32]},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def synthetic_table(n_enrolled: int = 4, seed: int = 0) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Log-mel-like frames per speaker (spectral envelope + noise): 3 train, 1 val, 1 test each,
+    plus 2 unknown speakers in val and 2 in test, one utterance each."""
+    rng = np.random.default_rng(seed)
+    rows, mats = [], []
+    plan = [(f"e{s}", "enrolled", split) for s in range(n_enrolled) for split in ("train",) * 3 + ("val", "test")]
+    plan += [(f"u{s}", "unknown", "val" if s < 2 else "test") for s in range(4)]
+    envelopes = {spk: rng.normal(0.0, 1.5, N_MELS) for spk, _, _ in plan}
+    for i, (spk, role, split) in enumerate(plan):
+        n_frames = int(rng.integers(40, 90))
+        mats.append((envelopes[spk] + rng.normal(0.0, 0.7, (n_frames, N_MELS)) - 5.0).astype(np.float32))
+        rows.append({"utt_id": f"{spk}/{i:03d}", "speaker": spk, "role": role, "split": split, "content_hash": f"h{i}"})
+    return pd.DataFrame(rows), mats
+
+
+def tiny_params() -> EcapaParams:
+    return from_mapping(EcapaParams, TINY, "ecapa")
+
+
+def test_split_uses_enrolled_train_for_training_and_all_held_out_rows() -> None:
+    meta, mats = synthetic_table()
+    data = split_logmel(meta, mats)
+    assert data.n_mels == N_MELS
+    assert len(data.train.feats) == 12 and set(data.train.speakers) == {"e0", "e1", "e2", "e3"}
+    assert sorted(data.val.speakers) == ["e0", "e1", "e2", "e3", "u0", "u1"]
+    assert sorted(data.test.speakers) == ["e0", "e1", "e2", "e3", "u2", "u3"]
+
+
+def test_split_skips_a_bad_utterance_and_names_it(caplog: pytest.LogCaptureFixture) -> None:
+    meta, mats = synthetic_table()
+    mats[0] = mats[0].copy()
+    mats[0][3, 2] = np.nan
+    with caplog.at_level(logging.WARNING):
+        data = split_logmel(meta, mats, source="t.parquet")
+    assert len(data.train.feats) == 11
+    assert "e0/000" in caplog.text and "t.parquet" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda m, x: (m, [x[0][:, :10], *x[1:]]), "one n_mels"),
+        (lambda m, x: (m.assign(split=m["split"].replace("train", "val")), x), "no usable enrolled rows in split 'train'"),
+        (lambda m, x: (m.assign(split=m["split"].replace("test", "val")), x), "split 'test'"),
+        (lambda m, x: (m.assign(speaker="e0"), x), "at least 2 enrolled speakers"),
+    ],
+)
+def test_split_errors_name_the_problem(mutate, message: str) -> None:  # noqa: ANN001
+    meta, mats = mutate(*synthetic_table())
+    with pytest.raises(EcapaError, match=message):
+        split_logmel(meta, mats, source="t.parquet")
+
+
+def test_val_trials_pair_held_out_utterances_with_everything_but_enrollment_pairs() -> None:
+    meta, mats = synthetic_table()
+    data = split_logmel(meta, mats)
+    ev = Evaluator(data, "val", tiny_params())
+    n_enroll, n_held = 12, 6
+    assert len(ev.trials.labels) == n_held * n_enroll + n_held * (n_held - 1) // 2
+    assert np.all(ev.trials.right >= n_enroll)  # left < right, so the held-out side is always right
+    # Targets: each enrolled val utterance with its 3 enrollment utterances.
+    assert ev.trials.labels.sum() == 4 * 3
+
+
+def test_evaluation_reports_verification_and_identification() -> None:
+    meta, mats = synthetic_table()
+    data = split_logmel(meta, mats)
+    torch.manual_seed(0)
+    model = ECAPATDNN(EcapaConfig(n_mels=N_MELS, channels=16, scale=4, se_channels=8, attention_channels=8, embedding_dim=16))
+    result = Evaluator(data, "test", tiny_params()).full(model)
+    assert {"eer", "min_dcf", "accuracy", "f1_weighted", "f1_macro", "top5_accuracy"} <= set(result.metrics)
+    assert 0.0 <= result.metrics["eer"] <= 1.0 and 0.0 <= result.metrics["accuracy"] <= 1.0
+    assert result.centroids.speakers == ["e0", "e1", "e2", "e3"]
+    assert result.det.p_fa[0] == 1.0 and result.det.p_miss[-1] == 1.0
+
+
+def test_repo_params_section_loads() -> None:
+    params = load_section(EcapaParams, "ecapa", REPO / "params.yaml")
+    assert params.model.channels in params.search.channels
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": {**TINY["model"], "channels": 24}}, "not among search.channels"),
+        ({"train": {**TINY["train"], "lr": 0.1}}, "inside search.lr"),
+        ({"search": {**TINY["search"], "channels": [16, 30]}}, "divisible by model.scale"),
+        ({"search": {**TINY["search"], "lr": [0.00001, 0.005]}}, "below train.lr_min"),
+        ({"train": {**TINY["train"], "epoch": 3}}, "unknown key 'ecapa.train.epoch'"),
+    ],
+)
+def test_params_mistakes_are_config_errors(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_mapping(EcapaParams, {**TINY, **change}, "ecapa")
+    assert dataclasses.replace(SearchSpace(), n_trials=1).n_trials == 1
+
+
+def _write_inputs(tmp_path: Path) -> dict[str, Path]:
+    meta, mats = synthetic_table()
+    paths = {"logmel": tmp_path / "logmel.parquet", "manifest": tmp_path / "manifest.parquet",
+             "params": tmp_path / "params.yaml"}
+    write_logmel_table(paths["logmel"], meta, mats)
+    meta.to_parquet(paths["manifest"])
+    paths["params"].write_text(yaml.safe_dump({"ecapa": TINY, "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"}}))
+    return paths
+
+
+def _stage_args(paths: dict[str, Path], tmp_path: Path) -> list[str]:
+    return ["--params", str(paths["params"]), "--logmel", str(paths["logmel"]), "--manifest", str(paths["manifest"]),
+            "--checkpoints", str(tmp_path / "ckpt"), "--metrics", str(tmp_path / "metrics" / "ecapa.json")]
+
+
+def test_stage_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stages.ecapa import main
+
+    paths = _write_inputs(tmp_path)
+    paths["logmel"].write_text("not parquet")
+    assert main(_stage_args(paths, tmp_path)) == 2
+    assert "logmel.parquet" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # MLflow start-up and torch.export of the model: ~20-60 s on 2 shared cores
+def test_stage_logs_final_run_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages.ecapa import main
+    from voiceid import tracking
+    from voiceid.embedder import embed
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    paths = _write_inputs(tmp_path)
+    assert main(_stage_args(paths, tmp_path)) == 0
+    summary = json.loads((tmp_path / "metrics" / "ecapa.json").read_text())
+    assert {"val_eer", "test_eer", "test_min_dcf", "test_accuracy", "n_parameters", "final_run_id"} <= set(summary)
+
+    tracking.configure(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = tracking.experiment_name("tiny", "logmel")
+    (final,) = tracking.search_runs(experiment, family="ecapa")
+    assert final.tags["feature_set"] == "logmel" and final.tags["stage"] == "final"
+    assert {"eer", "min_dcf", "accuracy", "f1_weighted", "f1_macro", "val_eer"} <= set(final.metrics)
+    assert final.params["embedding_dim"] == "16" and int(final.params["n_parameters"]) > 0
+    trials = tracking.search_runs(experiment, stage="trial")
+    assert len(trials) == 2
+
+    meta, mats = synthetic_table()
+    model = tracking.load_model(final.model_uri, "pytorch")
+    emb = embed(model, [mats[0], mats[1][:7]])  # any length goes through the logged graph
+    assert emb.shape == (2, 16)
+
+    # A rerun restores every trial from its checkpoint: same numbers, no duplicate trial runs.
+    assert main(_stage_args(paths, tmp_path)) == 0
+    again = json.loads((tmp_path / "metrics" / "ecapa.json").read_text())
+    assert again["test_eer"] == summary["test_eer"] and again["best_trial"] == summary["best_trial"]
+    assert len(tracking.search_runs(experiment, stage="trial")) == 2
+
+
+def test_model_logging_rejects_an_example_that_would_freeze_an_axis() -> None:
+    from voiceid import tracking
+
+    model = ECAPATDNN(EcapaConfig(n_mels=N_MELS, channels=16, scale=4, se_channels=8, attention_channels=8, embedding_dim=16))
+    # torch.export treats a size-1 axis as a constant: a batch of one would forbid batches later.
+    with pytest.raises(ValueError, match="need size >= 2"):
+        tracking.log_pytorch_model("no-run", model, np.zeros((1, 50, N_MELS), np.float32), variable_axes=(0, 1))

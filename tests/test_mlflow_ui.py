@@ -1,0 +1,193 @@
+"""The MLflow UI over a small store, driven in headless Debian Chromium: every family's runs are listed.
+
+Starts ``mlflow server`` on loopback over a store shaped like the pipeline's (tests/fake_runs.py),
+opens each experiment's runs page and the all-experiments view of the final runs (with the
+``family``/``feature_set`` tag columns switched on), and saves a screenshot under the test's
+temp folder (the path is printed; ``pytest -s`` shows it). Skips only where Chromium or its
+driver is not installed (``make browser`` installs both); never downloads a browser or driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from fake_runs import GRID_FAMILIES, build_store
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="Debian chromium and chromium-driver are not installed (`make browser` or "
+    "`apt-get install chromium chromium-driver`); the MLflow UI check needs a real browser",
+)
+
+CHROME_ARGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1700,1000",
+)
+WAIT_S = 40
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def mlflow_server(store_uri: str, workdir: Path) -> Iterator[str]:
+    """``mlflow server`` on a free loopback port (one worker, no job runner); always stopped."""
+    port = _free_port()
+    log_path = workdir / "mlflow-server.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "DO_NOT_TRACK": "true"}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with log_path.open("wb") as log:
+        # its own session, so the uvicorn worker it forks is stopped with it
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not healthy after 90 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+@contextmanager
+def chromium(profile: Path) -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (*CHROME_ARGS, f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    # An explicit driver path: Selenium Manager (which would download one) is never run.
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _experiment_id(url: str, name: str) -> str:
+    query = urllib.parse.urlencode({"experiment_name": name})
+    with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=10) as reply:
+        return json.load(reply)["experiment"]["experiment_id"]
+
+
+def _column_texts(driver, col_id: str) -> set[str]:  # noqa: ANN001 - selenium WebDriver
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    texts = set()
+    for cell in driver.find_elements(By.CSS_SELECTOR, f"[role='gridcell'][col-id='{col_id}']"):
+        try:
+            texts.add(cell.text.strip())
+        except StaleElementReferenceException:  # the grid re-renders while loading
+            continue
+    return texts
+
+
+def _wait_for_names(driver, col_id: str, wanted: set[str], what: str) -> set[str]:  # noqa: ANN001
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def missing() -> set[str]:
+        seen = " ".join(_column_texts(driver, col_id))
+        return {w for w in wanted if w not in seen}
+
+    try:
+        WebDriverWait(driver, WAIT_S, poll_frequency=0.5).until(lambda _: not missing())
+    except TimeoutException:
+        pytest.fail(f"{what}: {sorted(missing())} not listed after {WAIT_S} s; page shows {sorted(_column_texts(driver, col_id))}")
+    return _column_texts(driver, col_id)
+
+
+def _show_columns(driver, names: list[str]) -> None:  # noqa: ANN001
+    """Toggle columns in the runs table's "Columns" menu (adds tags/metrics, drops defaults)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    for close in driver.find_elements(By.XPATH, "//*[text()='MLflow Assistant']/ancestor::*[.//button[@aria-label='Close']][1]"
+                                                "//button[@aria-label='Close']"):
+        close.click()  # the assistant side panel would hide columns in the screenshot
+    driver.find_element(By.XPATH, "//button[contains(., 'Columns')]").click()
+    wait = WebDriverWait(driver, WAIT_S)
+    search = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "input[placeholder='Search columns']"))
+    for name in names:
+        search.send_keys(Keys.CONTROL, "a", Keys.BACKSPACE)
+        search.send_keys(name)
+        wait.until(lambda d, n=name: d.find_elements(By.XPATH, f"//*[normalize-space(text())='{n}']"))[-1].click()
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+
+
+def test_mlflow_ui_lists_runs_of_each_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "store"
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    store = build_store(root, feature_sets=("mfcc60",), n_trials=2)
+    grid_experiment, ecapa_experiment = store.experiments
+    run_name = "attributes.`Run Name`"
+
+    with mlflow_server(uri, tmp_path) as url, chromium(tmp_path / "chrome-profile") as driver:
+        ids = {name: _experiment_id(url, name) for name in store.experiments}
+        # Each experiment's own page (MLflow 3 opens experiments in the GenAI view unless told).
+        for experiment, families in ((grid_experiment, GRID_FAMILIES), (ecapa_experiment, ("ecapa",))):
+            driver.get(f"{url}/#/experiments/{ids[experiment]}/runs?workflowType=machine_learning")
+            names = _wait_for_names(driver, run_name, {f"{f}-final" for f in families}, f"experiment page {experiment}")
+            if experiment == grid_experiment:
+                # each family's study run (its trials nested under it) is listed beside its final run
+                for family in GRID_FAMILIES:
+                    assert any(f"/{family}/" in n for n in names), (family, names)
+
+        # All experiments at once, final runs only, with the family and feature_set tags as columns.
+        query = urllib.parse.urlencode({
+            "experiments": json.dumps(sorted(ids.values())), "workflowType": "machine_learning",
+            "searchFilter": "tags.stage = 'final'",
+        })
+        driver.get(f"{url}/#/compare-experiments/s?{query}")
+        _wait_for_names(driver, run_name, {f"{f}-final" for f in store.families}, "all experiments")
+        _show_columns(driver, ["Dataset", "Source", "Models", "Experiment Name", "family", "feature_set", "test_f1_weighted"])
+        families = _wait_for_names(driver, "tags.`family`", set(store.families), "family tag column")
+        assert families == set(store.families)  # exact cells: one family tag per final run
+        assert {"mfcc60", "logmel"} <= _column_texts(driver, "tags.`feature_set`")
+
+        shot = tmp_path / "mlflow_ui_final_runs.png"
+        assert driver.save_screenshot(str(shot))
+    assert shot.stat().st_size > 20_000
+    print(f"\nMLflow UI screenshot: {shot}")

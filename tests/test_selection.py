@@ -1,0 +1,214 @@
+"""Selection: candidates from MLflow, val-only fitting (test data never reaches a threshold), the stage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from synthetic_select import fit_logreg, gaussian_bank
+from voiceid.features import FeatureParams
+from voiceid.selection import FeatureBank, SelectParams, Source, select
+
+REPO = Path(__file__).resolve().parents[1]
+FEATURES = FeatureParams(sets=("mfcc60",))
+PARAMS = SelectParams(families=("logreg", "cosine"), n_bootstrap=50, seed=1)
+
+
+def sources_for(bank: FeatureBank) -> list[tuple[Source, object]]:
+    model = fit_logreg(bank)
+    return [
+        (Source("logreg", "classifier", "mfcc60", "run-1", "runs:/run-1/model", "val_f1_weighted", 0.9), model),
+        (Source("cosine", "embedding", "mfcc60"), None),
+    ]
+
+
+def frozen_state(result) -> dict:  # noqa: ANN001
+    """Everything fitted before the test split is read."""
+    out = {"champion": result.champion.family, "embedding": result.embedding.family}
+    for c in result.candidates:
+        out[c.family] = {
+            "thresholds": {r: c.threshold(r) for r in c.thresholds},
+            "val": c.val_report,
+            "calibration": json.dumps(c.calibration, sort_keys=True, default=str),
+        }
+    return out
+
+
+def test_without_test_drops_every_test_row() -> None:
+    bank = gaussian_bank()
+    meta, X = bank.without_test().tables["mfcc60"]
+    assert "test" not in set(meta["split"]) and len(meta) == len(X)
+    assert len(meta) == (bank.tables["mfcc60"][0]["split"] != "test").sum()
+
+
+def test_select_fits_on_val_and_reports_on_test() -> None:
+    bank = gaussian_bank(seed=0)
+    result = select(sources_for(bank), bank, PARAMS, FEATURES)
+    assert {c.family for c in result.candidates} == {"logreg", "cosine"}
+    assert result.embedding is not None and result.embedding.family == "cosine"
+    meta = bank.tables["mfcc60"][0]
+    for c in result.candidates:
+        assert len(c.val) == (meta["split"] == "val").sum()
+        assert len(result.test[c.family]) == (meta["split"] == "test").sum()
+        assert c.thresholds["fpr"].fpr_ <= PARAMS.target_fpr
+        ci = result.test_reports[c.family]
+        assert {"accuracy", "f1_weighted", "far", "frr", "dir_far_1", "dir_far_5", "eer", "min_dcf"} <= set(ci)
+        assert all(d["lo"] <= d["value"] <= d["hi"] or d["lo"] <= d["hi"] for d in ci.values())
+        assert ci["accuracy"]["value"] > 0.8  # separable synthetic speakers
+    logreg = next(c for c in result.candidates if c.family == "logreg")
+    assert logreg.calibration["method"] in PARAMS.calibration_methods
+    best_val = max(c.val_report["dir_far_1"] for c in result.candidates)
+    assert result.champion.val_report["dir_far_1"] == best_val
+
+
+def test_thresholds_never_see_test_data() -> None:
+    bank = gaussian_bank(seed=2)
+    meta, X = bank.tables["mfcc60"]
+    test = (meta["split"] == "test").to_numpy()
+    rng = np.random.default_rng(9)
+    meta2 = meta.copy()
+    meta2.loc[test, "speaker"] = rng.permutation(meta.loc[test, "speaker"].to_numpy())  # relabel test probes
+    X2 = X.copy()
+    X2[test] = rng.normal(0, 3, X2[test].shape)  # and replace their features
+    other = FeatureBank({"mfcc60": (meta2, X2)})
+    sources = sources_for(bank)  # the same fitted models for both runs
+    a, b = select(sources, bank, PARAMS, FEATURES), select(sources, other, PARAMS, FEATURES)
+    assert frozen_state(a) == frozen_state(b)
+    assert a.test_reports != b.test_reports  # the test split did change
+
+
+def test_params_check_rejects_bad_values() -> None:
+    from voiceid.config import ConfigError, from_mapping
+
+    with pytest.raises(ConfigError, match="target_fpr"):
+        from_mapping(SelectParams, {"target_fpr": 1.5}, "select")
+    with pytest.raises(ConfigError, match="threshold_rule"):
+        from_mapping(SelectParams, {"threshold_rule": "roc"}, "select")
+
+
+# --- MLflow: candidate search and the stage end to end ----------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh sqlite MLflow store; cwd moves to tmp so artifacts land there, not in the repo."""
+    from voiceid import tracking
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.configure(uri)
+    return uri
+
+
+def log_fake_final(family: str, value: float, data_hash: str, model: object, feature_set: str = "mfcc60") -> str:
+    from voiceid import tracking
+
+    return tracking.log_final_run(
+        tracking.experiment_name("test", feature_set), f"{family}-final", params={"seed": 0},
+        metrics={"val_f1_weighted": value}, model=model,
+        tags={"family": family, "feature_set": feature_set, "kind": "classifier", "data_hash": data_hash},
+    )
+
+
+def test_find_sources_best_val_run_of_this_data(store: str) -> None:
+    from voiceid.selection_report import find_sources, load_sources
+
+    bank = gaussian_bank()
+    model = fit_logreg(bank)
+    log_fake_final("logreg", 0.7, "H", model)
+    best = log_fake_final("logreg", 0.9, "H", model)
+    log_fake_final("logreg", 0.99, "OTHER-DATA", model)
+    sources, skipped = find_sources(SelectParams(families=("logreg", "svc", "cosine")), "H")
+    assert [s.family for s in sources] == ["logreg", "cosine"]
+    assert sources[0].run_id == best and sources[0].val_value == pytest.approx(0.9)
+    assert "svc" in skipped and "no final run" in skipped["svc"]
+    loaded = load_sources(sources)
+    X, _ = bank.rows("mfcc60", "enrolled", "val")
+    assert np.allclose(loaded[0][1].predict_proba(X), model.predict_proba(X))
+    assert loaded[1][1] is None
+
+
+def test_stage_writes_metrics_plots_and_registers_champion(store: str, tmp_path: Path) -> None:
+    from voiceid import tracking
+    from voiceid.features import write_feature_table
+
+    sys.path.insert(0, str(REPO))
+    from stages.selection import main
+
+    bank = gaussian_bank(seed=5)
+    meta, X = bank.tables["mfcc60"]
+    (tmp_path / "features").mkdir()
+    write_feature_table(tmp_path / "features" / "mfcc60.parquet", meta, X, [f"f{i}" for i in range(X.shape[1])])
+    manifest = tmp_path / "manifest.parquet"
+    meta.to_parquet(manifest, index=False)
+    log_fake_final("logreg", 0.9, tracking.data_hash(manifest), fit_logreg(bank))
+    params = {
+        "select": {"families": ["logreg", "cosine"], "n_bootstrap": 20, "threshold_rule": "eer", "registered_model": "vid-test"},
+        "features": {"sets": ["mfcc60"]},
+        "tracking": {"uri": store},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    rc = main(["--params", "params.yaml", "--features-dir", "features", "--manifest", str(manifest),
+               "--metrics", "metrics/selection.json", "--report", "reports/selection.json", "--plots-dir", "plots/select"])
+    assert rc == 0
+    full = json.loads((tmp_path / "reports" / "selection.json").read_text())
+    assert full["candidates"]["logreg"]["calibration"]["method"] in ("isotonic", "sigmoid")
+    assert set(full["candidates"]["logreg"]["test_by_rule"]) == {"fbeta", "fpr", "eer"}
+    report = json.loads((tmp_path / "metrics" / "selection.json").read_text())
+    assert set(report["candidates"]["logreg"]) == {"kind", "feature_set", "thresholds", "test"}
+    champ = report["champion"]
+    assert champ["family"] in {"logreg", "cosine"} and champ["threshold_rule"] == "eer"
+    assert {"far", "far_lo", "far_hi", "dir_far_1", "eer", "min_dcf", "accuracy"} <= set(champ["test"])
+    assert set(report["candidates"]) == {"logreg", "cosine"}
+    assert set(report["candidates"]["cosine"]["thresholds"]) == {"fbeta", "fpr", "eer"}
+    for name in ("det.csv", "roc.csv", "scores.csv", "confusion.csv"):
+        assert len(pd.read_csv(tmp_path / "plots" / "select" / name)) > 0
+    version = tracking.aliased_version("vid-test", "champion")
+    assert version is not None and version["version"] == champ["version"]
+    assert version["tags"]["family"] == champ["family"]
+
+
+@pytest.mark.slow  # torch.export of even a tiny network takes ~10-30 s on 2 shared cores
+def test_ecapa_candidate_from_an_exported_run(store: str) -> None:
+    """The ECAPA stage's run layout (pt2 graph + ecapa_config.json) becomes an embedding candidate."""
+    import torch
+
+    from voiceid import tracking
+    from voiceid.champion import EcapaEmbedder
+    from voiceid.ecapa import ECAPATDNN, EcapaConfig
+    from voiceid.selection_report import find_sources, load_sources
+    from synthetic_select import layout
+
+    config = EcapaConfig(n_mels=20, channels=16, scale=4, se_channels=8, attention_channels=8, embedding_dim=8, cmn=False)
+    torch.manual_seed(0)
+    net = ECAPATDNN(config).eval()
+    run_id = tracking.log_final_run(
+        tracking.experiment_name("test", "logmel"), "ecapa-final", params={}, metrics={"val_eer": 0.1},
+        tags={"family": "ecapa", "feature_set": "logmel", "kind": "embedder", "data_hash": "H"},
+        json_artifacts={"ecapa_config.json": config.to_dict()},
+    )
+    rng = np.random.default_rng(0)
+    tracking.log_pytorch_model(run_id, net, rng.normal(size=(2, 30, 20)).astype(np.float32), variable_axes=(0, 1))
+
+    meta = layout(n_enrolled=4, n_unknown_val=3, n_unknown_test=3)
+    spectra = {s: rng.normal(0, 2, 20) for s in meta["speaker"].unique()}
+    mats = [(spectra[s] + 0.3 * rng.normal(size=(int(rng.integers(30, 50)), 20))).astype(np.float32) for s in meta["speaker"]]
+    bank = FeatureBank({"logmel": (meta, mats)})
+
+    sources, skipped = find_sources(SelectParams(families=("ecapa",)), "H")
+    assert [s.run_id for s in sources] == [run_id] and skipped == {}
+    (source, model), = load_sources(sources)
+    with torch.no_grad():
+        x = torch.from_numpy(mats[0][None])
+        assert torch.allclose(model(x), net(x), atol=1e-5)
+    result = select([(source, model)], bank, SelectParams(families=("ecapa",), n_bootstrap=10), FEATURES)
+    assert result.skipped == {} and result.champion.family == "ecapa" and result.embedding is result.champion
+    assert isinstance(result.champion.scorer.embedder, EcapaEmbedder)
+    assert result.champion.scorer.embedder_id == f"ecapa:{run_id}"

@@ -1,0 +1,39 @@
+"""MLflow pyfunc wrapper of :class:`voiceid.champion.Champion` (the one mlflow import outside tracking).
+
+Kept tiny on purpose: the model logic lives in :mod:`voiceid.champion`; this class only
+unpickles the champion artifact and forwards ``predict``.  The voiceid package is logged with
+the model (``code_paths``), so ``mlflow.pyfunc.load_model("models:/voiceid@champion")``
+works wherever the pinned requirements are installed.
+
+``predict(frame, params={"gallery": "extra.npz"})`` also considers a gallery of speakers
+enrolled later; ``unwrap_python_model().champion`` gives the Champion itself (``embed``,
+``identify``) to the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from voiceid.champion import Champion, load_champion
+
+ARTIFACT_KEY = "champion"
+
+
+class ChampionModel(mlflow.pyfunc.PythonModel):
+    """pyfunc face of a Champion: DataFrame(path | waveform + sample_rate) -> DataFrame."""
+
+    def __init__(self) -> None:
+        self.champion: Champion | None = None
+
+    def load_context(self, context: Any) -> None:
+        self.champion = load_champion(context.artifacts[ARTIFACT_KEY])
+
+    # A DataFrame hint tells MLflow to validate against the logged signature only.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if self.champion is None:
+            raise RuntimeError("champion not loaded (load_context was not called)")
+        gallery = (params or {}).get("gallery") or None
+        return self.champion.predict_frame(model_input, gallery)
