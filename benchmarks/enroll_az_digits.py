@@ -146,8 +146,8 @@ def top1(files: list[str], model_uri: str, store: Path) -> list[tuple[str, float
     return out
 
 
-def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, tuple[int, int, int]]:
-    """One held-out draw: train, enroll, identify; returns (right, unknown, n) per probe group and rule."""
+def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, tuple[int, int, int, int]]:
+    """One held-out draw: train, enroll, identify; (right, unknown, called a new speaker, n) per group and rule."""
     pipeline, new, strangers = held_out(seed, args.n_new, args.n_strangers)
     print(f"\n== seed {seed}: held out (never seen by any stage): new {new}, strangers {strangers}; "
           f"pipeline: {len(pipeline)} speakers", flush=True)
@@ -180,7 +180,7 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, tuple
             raise SystemExit(1)
     with_store = {g: identify([f for f, _ in v], common) for g, v in groups.items()}
 
-    counts: dict[str, tuple[int, int, int]] = {}
+    counts: dict[str, tuple[int, int, int, int]] = {}
     for g, v in groups.items():
         truth = [t for _, t in v]
         # "hybrid" (a proposal, not what identify does): the primary model's answer when it accepts,
@@ -189,11 +189,13 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, tuple
                   for a, b in zip(without[g], with_store[g])]
         for rule, said in (("without store", [r["speaker"] for r in without[g]]),
                            ("with store", [r["speaker"] for r in with_store[g]]), ("hybrid", hybrid)):
-            counts[f"{g}/{rule}"] = (sum(a == t for a, t in zip(said, truth)), sum(a == "unknown" for a in said), len(said))
+            counts[f"{g}/{rule}"] = (sum(a == t for a, t in zip(said, truth)), sum(a == "unknown" for a in said),
+                                     sum(a in new for a in said), len(said))
     closed = top1([f for f, _ in groups["new"]], model_uri, store)
-    counts["new/top-1, no threshold"] = (sum(p == t for (p, _), (_, t) in zip(closed, groups["new"])), 0, len(closed))
+    counts["new/top-1, no threshold"] = (sum(p == t for (p, _), (_, t) in zip(closed, groups["new"])), 0,
+                                         sum(p in new for p, _ in closed), len(closed))
     print(f"seed {seed}: threshold with the store {with_store['new'][0]['threshold']:.4f}; "
-          + "; ".join(f"{k} {r}/{n} right, {u} unknown" for k, (r, u, n) in counts.items()), flush=True)
+          + "; ".join(f"{k} {r}/{n} right, {u} unknown, {a} new" for k, (r, u, a, n) in counts.items()), flush=True)
     return counts
 
 
@@ -229,21 +231,23 @@ def main(argv: list[str] | None = None) -> int:
     total: Counter[str] = Counter()
     keys: list[str] = []
     for seed in args.seeds:
-        for k, (right, unknown, n) in run_seed(seed, work, args).items():
+        for k, (right, unknown, as_new, n) in run_seed(seed, work, args).items():
             keys += [k] if k not in keys else []
             total[f"{k}:right"] += right
             total[f"{k}:unknown"] += unknown
+            total[f"{k}:new"] += as_new
             total[f"{k}:n"] += n
 
     print(f"\naz_digits, {len(args.seeds)} held-out draws (seeds {args.seeds}), each: {args.n_new} new speakers enrolled "
           f"from {args.enroll_files} files, {args.n_strangers} strangers never enrolled; all never seen by the pipeline")
-    print(f"{'probes':10s} {'decision':24s} {'files':>6s} {'accuracy':>9s} {'unknown':>8s}")
+    print(f"{'probes':10s} {'decision':24s} {'files':>6s} {'accuracy':>9s} {'unknown':>8s} {'new spk':>8s}")
     for k in keys:
         group, rule = k.split("/")
-        n, right, unknown = total[f"{k}:n"], total[f"{k}:right"], total[f"{k}:unknown"]
+        n, right, unknown, as_new = (total[f"{k}:{c}"] for c in ("n", "right", "unknown", "new"))
         acc = f"{right / n:9.1%}" if group != "strangers" else f"{'':>9s}"
-        print(f"{group:10s} {rule:24s} {n:6d} {acc} {unknown / n:8.1%}")
-    print("(strangers: 'unknown' is the right answer; 'with store' is what voiceid identify does)")
+        print(f"{group:10s} {rule:24s} {n:6d} {acc} {unknown / n:8.1%} {as_new / n:8.1%}")
+    print("(strangers: 'unknown' is the right answer; 'new spk': called one of the newly enrolled speakers; "
+          "'with store' is what voiceid identify does)")
     print(f"total {time.perf_counter() - t_all:.1f} s; work dir {work}")
     return 0
 

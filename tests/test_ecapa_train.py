@@ -92,9 +92,10 @@ def test_aam_softmax_margin_penalises_only_the_target() -> None:
     assert loss1 > loss0
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("schedule", ["cosine", "cyclic"])
+def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, schedule: str) -> None:
     feats, labels = synthetic_speakers()
-    config = dataclasses.replace(TINY_TRAIN, epochs=3)
+    config = dataclasses.replace(TINY_TRAIN, epochs=3, schedule=schedule, margin_warmup=0.5)
     straight = train_embedder(feats, labels, TINY_MODEL, config, device=CPU)
 
     ckpt = tmp_path / "ckpt" / "run.pt"
@@ -222,3 +223,11 @@ def test_device_auto_detect() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="cuda"):
             pick_device("cuda")
+
+
+def test_margin_warmup_ramps_linearly_to_the_full_margin() -> None:
+    from voiceid.ecapa_train import _ramp
+
+    config = dataclasses.replace(TINY_TRAIN, epochs=2, steps_per_epoch=5, margin_warmup=0.5)  # 5 warm-up steps
+    assert [_ramp(s, config) for s in range(7)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0])
+    assert _ramp(0, dataclasses.replace(config, margin_warmup=0.0)) == 1.0

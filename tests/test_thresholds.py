@@ -118,6 +118,13 @@ def test_calibrate_classifier_picks_the_lowest_cross_fitted_loss() -> None:
     proba = choice.calibrated.predict_proba(Xv)
     assert np.allclose(proba.sum(axis=1), 1.0)
     assert choice.oof_proba.shape == proba.shape
+    # the deployed model is the mean of the k fold calibrators; row r's OOF score is the one
+    # member that did not see it
+    members = choice.calibrated.members
+    assert len(members) == 4
+    assert np.allclose(proba, np.mean([m.predict_proba(Xv) for m in members], axis=0))
+    hits = [[np.allclose(m.predict_proba(Xv[[r]])[0], choice.oof_proba[r]) for m in members] for r in range(len(yv))]
+    assert all(sum(h) >= 1 for h in hits)
     assert np.array_equal(model.named_steps["c"].coef_, coef)  # frozen: never refitted
     assert choice.losses[choice.method]["brier"] == pytest.approx(brier_multiclass(yv, choice.oof_proba, choice.calibrated.classes_))
 
@@ -130,10 +137,11 @@ def test_calibrate_classifier_brier_metric_and_edge_cases() -> None:
     Xu = rng.normal(0, 3, (6, 5))  # probes of speakers the model never saw
     open_choice = calibrate_classifier(model, Xv, yv, ("isotonic", "sigmoid"), "open_brier", seed=0, X_extra=Xu)
     assert open_choice.method == min(open_choice.losses, key=lambda m: open_choice.losses[m]["open_brier"])
-    assert open_choice.extra_proba.shape == (6, 4) and np.allclose(open_choice.extra_proba.sum(axis=1), 1.0)
+    unknown = open_choice.calibrated.predict_proba(Xu)
+    assert unknown.shape == (6, 4) and np.allclose(unknown.sum(axis=1), 1.0)
     losses = open_choice.losses[open_choice.method]
     n_k = len(yv)
-    expected = (losses["brier"] * n_k + np.sum(open_choice.extra_proba**2)) / (n_k + 6)
+    expected = (losses["brier"] * n_k + np.sum(unknown**2)) / (n_k + 6)
     assert losses["open_brier"] == pytest.approx(expected)
     single, Xs, ys = _classifier_data(per_class_val=1)
     one = calibrate_classifier(single, Xs, ys, ("sigmoid", "isotonic"))

@@ -198,12 +198,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         if not files:
             raise CliError("enroll --speaker needs recordings (files or folders)")
         params = EnrollParams(args.min_files, args.min_duration, None, args.silence_db)
+        params.check()  # before the seconds a model load costs
         champion, info = load_model(args.model, args.tracking_uri)
         model = {k: info[k] for k in ("uri", "version", "run_id", "family") if info.get(k)}
         speaker, skipped = enroll_speaker(store, champion, args.speaker, files, params, model, append=args.append)
     except EnrollmentError as exc:
         _err(str(exc))
         return 1
+    except ValueError as exc:  # bad option values (EnrollParams.check)
+        raise CliError(str(exc)) from exc
     for message in skipped:
         _err(f"skipped {message}")
     if speaker.name in champion.label_map:

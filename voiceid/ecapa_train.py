@@ -9,7 +9,8 @@ of labelled utterances:
   :func:`voiceid.features.logmel` writes them): a random gain with a loudness ramp, additive
   synthetic noise of random colour and SNR (mixed in the power domain), and SpecAugment-style
   time and frequency masks -- all generated locally from the seeded RNG;
-* the loss is AAM-softmax (additive angular margin, "ArcFace") over the training speakers;
+* the loss is AAM-softmax (additive angular margin, "ArcFace") over the training speakers,
+  its margin optionally eased in from 0 over the first ``margin_warmup`` share of the steps;
 * Adam with a per-step cosine (or triangular cyclic) learning-rate schedule;
 * after each epoch an optional ``validate(model)`` gives a validation EER: the best epoch's
   weights are kept and training stops after ``patience`` epochs without improvement;

@@ -184,14 +184,14 @@ def build_candidate(source: Source, model: Any, bank: FeatureBank, params: Selec
                                       seed=params.seed, X_extra=Xu)
         scorer: ClassifierScorer | EmbeddingScorer = ClassifierScorer(front, choice.calibrated)
         classes = np.asarray(scorer.speakers)
-        # Val probes are scored by calibrators fitted without them (out-of-fold for enrolled
-        # probes, the same fold calibrators for unknown ones), as test probes will be.
-        proba = np.concatenate([choice.oof_proba, choice.extra_proba])
-        best = proba.argmax(axis=1)
+        # Enrolled val probes are scored out-of-fold; unknown ones by the deployed fold
+        # ensemble, exactly as test probes will be (see thresholds.CalibratedEnsemble).
+        best = choice.oof_proba.argmax(axis=1)
+        unk = scorer.score_inputs(list(Xu))
         val = Probes(
             np.concatenate([yk, yu]),
-            classes[best],
-            proba[np.arange(len(best)), best],
+            np.concatenate([classes[best], unk.pred]),
+            np.concatenate([choice.oof_proba[np.arange(len(best)), best], unk.score]),
             np.r_[np.ones(len(yk), bool), np.zeros(len(yu), bool)],
         )
         calibration = {"method": choice.method, "folds": choice.n_folds, "losses": choice.losses}

@@ -16,8 +16,9 @@ Scores are turned into probabilities by calibrators fitted on validation data to
 :class:`ScoreCalibrator` (logistic regression on a 1-D cosine score, for embedding models)
 and :func:`calibrate_classifier`, which wraps an already fitted classifier in
 ``CalibratedClassifierCV(FrozenEstimator(model))`` -- scikit-learn's current API for
-pre-fitted estimators (``cv="prefit"`` is gone) -- and picks isotonic or sigmoid by
-cross-validated log-loss (or Brier score) on the validation rows.
+pre-fitted estimators (``cv="prefit"`` is gone) -- once per validation fold, picks isotonic
+or sigmoid by cross-fitted log-loss, Brier or open-set Brier score, and deploys the fold
+calibrators' average (:class:`CalibratedEnsemble`).
 
 Example:
     >>> scores = [0.9, 0.8, 0.7, 0.3, 0.6, 0.2]
@@ -219,23 +220,46 @@ def fit_calibrated(model: Any, X: ArrayLike, y: ArrayLike, method: CalibrationMe
     return CalibratedClassifierCV(FrozenEstimator(model), method=method, cv=split).fit(X, y)
 
 
+class CalibratedEnsemble:
+    """Mean ``predict_proba`` of calibrated copies of one frozen classifier.
+
+    Member i was calibrated on every validation fold but fold i; deploying the average of
+    exactly these members means the scores thresholds were fitted on (out-of-fold for the
+    enrolled val probes, this average for the unknown ones) come from calibrators fitted on
+    as much data as the deployed one -- a calibrator refitted on all rows would be more
+    confident at test time than on val, and a val-fitted FAR would not hold.
+    """
+
+    def __init__(self, members: Sequence[CalibratedClassifierCV]) -> None:
+        if not members:
+            raise ValueError("need at least one calibrated member")
+        self.members = list(members)
+        self.classes_ = np.asarray(self.members[0].classes_)
+        for m in self.members[1:]:
+            if not np.array_equal(m.classes_, self.classes_):
+                raise ValueError("calibrated members disagree on the classes")
+
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.float64]:
+        return np.mean([m.predict_proba(X) for m in self.members], axis=0)  # (n, n_classes)
+
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
 @dataclass(frozen=True)
 class CalibrationChoice:
     """Outcome of :func:`calibrate_classifier`.
 
-    ``losses[method]`` holds the cross-validated log_loss and brier of each method tried;
-    ``oof_proba`` the chosen method's out-of-fold probabilities of the validation rows
-    (columns follow ``calibrated.classes_``), for fitting thresholds on scores the
-    calibrator has not seen; ``extra_proba`` those of the ``X_extra`` rows (unknown
-    speakers' probes), averaged over the same fold calibrators so both kinds of probe are
-    scored alike.
+    ``calibrated`` is the model to deploy (``predict_proba``, columns follow its
+    ``classes_``); ``losses[method]`` the cross-fitted log_loss, brier and open_brier of each
+    method tried; ``oof_proba`` the chosen method's out-of-fold probabilities of the
+    validation rows, for fitting thresholds on scores no calibrator saw.
     """
 
-    calibrated: CalibratedClassifierCV
+    calibrated: CalibratedEnsemble
     method: str
     losses: dict[str, dict[str, float]]
     oof_proba: NDArray[np.float64]
-    extra_proba: NDArray[np.float64]
     n_folds: int
 
 
@@ -251,12 +275,13 @@ def calibrate_classifier(
 ) -> CalibrationChoice:
     """Calibrate a fitted classifier on validation rows (X, y), choosing the method honestly.
 
-    Each method is scored by k-fold cross-fitting on the validation rows (calibrator fitted
-    on k-1 folds, scored on the held-out fold; k = min(max_folds, smallest class count)), so
-    isotonic's ability to memorise its fitting rows does not win by itself; ``X_extra``
-    (unknown speakers' val probes) enters ``open_brier`` only.  The winner is refitted on
-    all rows of (X, y).  When a class has a single validation row no fold can hold it
-    out; then the first method is used and ``losses`` is empty.
+    k-fold cross-fitting on the validation rows (k = min(max_folds, smallest class count)):
+    for each method, calibrator i is fitted on all folds but fold i and scores fold i, so
+    isotonic's ability to memorise its fitting rows does not win by itself.  ``X_extra``
+    (unknown speakers' val probes, scored by the average of the k calibrators) enters
+    ``open_brier`` only.  The winner's k calibrators, averaged, are the deployed model
+    (:class:`CalibratedEnsemble`).  When a class has a single validation row no fold can
+    hold it out: then the first method is fitted on all rows and ``oof_proba`` is in-sample.
     """
     X = np.asarray(X)
     y = np.asarray(y)
@@ -271,28 +296,21 @@ def calibrate_classifier(
         raise ValueError("methods must name at least one calibration method")
     counts = np.unique(y, return_counts=True)[1]
     k = int(min(max_folds, counts.min()))
+    if k < 2:
+        single = CalibratedEnsemble([fit_calibrated(model, X, y, methods[0])])
+        return CalibrationChoice(single, methods[0], {}, single.predict_proba(X), 0)
     Xe = np.asarray(X_extra) if X_extra is not None else X[:0]
+    folds = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(X, y))
+    fitted: dict[str, tuple[CalibratedEnsemble, NDArray[np.float64]]] = {}
     losses: dict[str, dict[str, float]] = {}
-    oof: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
-    if k >= 2:
-        folds = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(X, y))
-        for method in methods:
-            proba = np.zeros((len(y), len(classes)))
-            extra = np.zeros((len(Xe), len(classes)))
-            for fit_idx, held_idx in folds:
-                fold = fit_calibrated(model, X[fit_idx], y[fit_idx], method)
-                proba[held_idx] = fold.predict_proba(X[held_idx])
-                if len(Xe):
-                    extra += fold.predict_proba(Xe) / len(folds)
-            oof[method] = (proba, extra)
-            losses[method] = calibration_losses(y, proba, classes, extra)
-        best = min(methods, key=lambda m: (losses[m][metric], losses[m]["log_loss"]))
-    else:
-        best = methods[0]
-    calibrated = fit_calibrated(model, X, y, best)
-    if best in oof:
-        oof_proba, extra_proba = oof[best]
-    else:
-        oof_proba = calibrated.predict_proba(X)
-        extra_proba = calibrated.predict_proba(Xe) if len(Xe) else np.zeros((0, len(classes)))
-    return CalibrationChoice(calibrated, best, losses, oof_proba, extra_proba, k if k >= 2 else 0)
+    for method in methods:
+        members, proba = [], np.zeros((len(y), len(classes)))
+        for fit_idx, held_idx in folds:
+            members.append(fit_calibrated(model, X[fit_idx], y[fit_idx], method))
+            proba[held_idx] = members[-1].predict_proba(X[held_idx])
+        ensemble = CalibratedEnsemble(members)
+        fitted[method] = (ensemble, proba)
+        unknown = ensemble.predict_proba(Xe) if len(Xe) else None
+        losses[method] = calibration_losses(y, proba, ensemble.classes_, unknown)
+    best = min(methods, key=lambda m: (losses[m][metric], losses[m]["log_loss"]))
+    return CalibrationChoice(fitted[best][0], best, losses, fitted[best][1], k)
