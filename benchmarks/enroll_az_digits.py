@@ -25,9 +25,7 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "az_digits"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise  # noqa: E402
+
 MODEL_NAME = "voiceid-enroll-az"
 
 
@@ -51,12 +50,9 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
     """prepare -> features -> grid [-> ECAPA] -> select -> register, on ``speakers`` only; returns the manifest."""
     import optuna
 
-    from voiceid import tracking
     from voiceid.config import load_section
-    from voiceid.featcache import extract_features, write_tables
-    from voiceid.features import FeatureParams
     from voiceid.grid import run_family
-    from voiceid.prepare import PrepareParams, prepare
+    from voiceid.prepare import PrepareParams
     from voiceid.selection import FeatureBank, SelectParams, make_champion, select
     from voiceid.selection_report import find_sources, load_sources, register_champion, summary
     from voiceid.tuning import GridParams, grid_data, read_table
@@ -64,20 +60,18 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = [(str(f), s) for s in speakers for f in sorted((DATA / s).glob("*.wav"))]
     pd.DataFrame(rows, columns=["path", "speaker"]).to_csv(work / "pipeline_files.csv", index=False)
-    t0 = time.perf_counter()
     n_enrolled = round(len(speakers) * 2 / 3)
-    prep = prepare(PrepareParams(adapter="csv", source=str(work / "pipeline_files.csv"), min_utts=13, utts_per_speaker=20,
-                                 train_per_speaker=8, val_per_speaker=4, n_enrolled=n_enrolled,
-                                 n_unknown=len(speakers) - n_enrolled, unknown_utts_per_speaker=10, order="random",
-                                 seed=args.seed), progress=False)
-    manifest = prep.manifest
-    manifest.to_parquet(work / "manifest.parquet", index=False)
-    sets = ("mfcc60", "logmel") if args.ecapa else ("mfcc60",)
-    fparams = FeatureParams(sets=sets)  # type: ignore[arg-type]
-    write_tables(extract_features(manifest, fparams, work / "feature_cache", progress=False), work / "features")
-    tags = {"git_commit": tracking.git_commit(REPO), "data_hash": tracking.data_hash(work / "manifest.parquet")}
+    ws = prepare_and_featurise(
+        work,
+        PrepareParams(adapter="csv", source=str(work / "pipeline_files.csv"), min_utts=13, utts_per_speaker=20,
+                      train_per_speaker=8, val_per_speaker=4, n_enrolled=n_enrolled,
+                      n_unknown=len(speakers) - n_enrolled, unknown_utts_per_speaker=10, order="random",
+                      seed=args.seed),
+        ("mfcc60", "logmel") if args.ecapa else ("mfcc60",),
+    )
+    manifest, fparams, tags = ws.manifest, ws.fparams, ws.tags
     print(f"prepare+features: {manifest.groupby('role')['speaker'].nunique().to_dict()} speakers, {len(manifest)} files "
-          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+          f"({ws.prepare_s + ws.features_s:.1f} s)", flush=True)
 
     grid = dataclasses.replace(load_section(GridParams, "grid", REPO / "params.yaml"), dataset_name="az_digits_enroll",
                                feature_sets=("mfcc60",), families=tuple(args.families), n_trials=args.n_trials,
@@ -212,21 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-strangers", type=int, default=8)
     parser.add_argument("--enroll-files", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44], help="one held-out draw per seed")
-    parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "voiceid_enroll_az_digits"))
+    add_work_dir(parser, "enroll_az_digits")
     args = parser.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"az_digits not found at {DATA}", file=sys.stderr)
+    work = open_work_dir(args)
+    if work is None:
         return 2
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    os.chdir(work)  # MLflow's ./mlruns artifacts land here, not in the repo
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
     import torch
 
-    from voiceid import tracking
-
     torch.set_num_threads(2)
-    tracking.configure()
     t_all = time.perf_counter()
     total: Counter[str] = Counter()
     keys: list[str] = []

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "az_digits"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise  # noqa: E402
+
 FEATURE_SETS = ("mfcc60", "seed498")
 
 
@@ -35,15 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-trials", type=int, default=10)
     parser.add_argument("--timeout-s", type=float, default=240.0, help="per study")
     parser.add_argument("--families", nargs="*", default=None, help="default: grid.families of params.yaml")
-    parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "voiceid_grid_az_digits"))
+    add_work_dir(parser, "grid_az_digits")
     parser.add_argument("--no-models", action="store_true", help="skip logging models (faster)")
     args = parser.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"az_digits not found at {DATA}", file=sys.stderr)
+    work = open_work_dir(args)
+    if work is None:
         return 2
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    os.chdir(work)  # MLflow's ./mlruns artifacts land here, not in the repo
 
     import numpy as np
     import optuna
@@ -52,12 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    from voiceid import tracking
     from voiceid.config import load_section
-    from voiceid.featcache import extract_features, write_tables
-    from voiceid.features import FeatureParams
     from voiceid.grid import run_family
-    from voiceid.prepare import PrepareParams, prepare
+    from voiceid.prepare import PrepareParams
     from voiceid.tuning import GridParams, grid_data, read_table
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,25 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         grid, dataset_name="az_digits", feature_sets=FEATURE_SETS, families=families, n_trials=args.n_trials,
         timeout_s=args.timeout_s, storage=f"sqlite:///{work}/optuna.db",
     )
-    tracking.configure(f"sqlite:///{work}/mlflow.db")
 
-    start = time.perf_counter()
-    prep = prepare(PrepareParams(adapter="folder", source=str(DATA), min_utts=9, utts_per_speaker=20,
-                                 train_per_speaker=5, val_per_speaker=3, n_unknown=0, order="random", seed=42),
-                   progress=False)
-    manifest = prep.manifest
-    manifest_path = work / "manifest.parquet"
-    manifest.to_parquet(manifest_path, index=False)
+    ws = prepare_and_featurise(
+        work,
+        PrepareParams(adapter="folder", source=str(DATA), min_utts=9, utts_per_speaker=20, train_per_speaker=5,
+                      val_per_speaker=3, n_unknown=0, order="random", seed=42),
+        FEATURE_SETS,
+    )
+    manifest = ws.manifest
     counts = manifest.groupby("split").size().to_dict()
     print(f"prepare: {manifest['speaker'].nunique()} speakers, splits {counts}, "
-          f"{len(prep.rejects)} rejected ({time.perf_counter() - start:.1f} s)")
+          f"{ws.n_rejected} rejected ({ws.prepare_s:.1f} s)")
+    print(f"features: {ws.n_files} files, {ws.n_computed} computed ({ws.features_s:.1f} s)")
 
-    start = time.perf_counter()
-    feats = extract_features(manifest, FeatureParams(sets=FEATURE_SETS), work / "feature_cache", progress=False)
-    write_tables(feats, work / "features")
-    print(f"features: {len(feats.meta)} files, {feats.n_computed} computed ({time.perf_counter() - start:.1f} s)")
-
-    base_tags = {"git_commit": tracking.git_commit(REPO), "data_hash": tracking.data_hash(manifest_path)}
+    base_tags = ws.tags
     table: dict[str, dict[str, float]] = {}
     for feature_set in FEATURE_SETS:
         meta, X, names = read_table(str(work / "features" / f"{feature_set}.parquet"))

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "az_digits"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,56 +34,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ecapa-trials", type=int, default=1)
     parser.add_argument("--no-ecapa", action="store_true")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
-    parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "voiceid_select_az_digits"))
+    add_work_dir(parser, "select_az_digits")
     args = parser.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"az_digits not found at {DATA}", file=sys.stderr)
+    work = open_work_dir(args)
+    if work is None:
         return 2
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    os.chdir(work)  # MLflow's ./mlruns artifacts land here, not in the repo
 
     import optuna
     import torch
 
-    from voiceid import tracking
     from voiceid.config import load_section
     from voiceid.ecapa_tune import EcapaParams, run_ecapa, split_logmel
-    from voiceid.featcache import extract_features, write_tables
-    from voiceid.features import FeatureParams, read_logmel
+    from voiceid.features import read_logmel
     from voiceid.grid import run_family
-    from voiceid.prepare import PrepareParams, prepare
+    from voiceid.prepare import PrepareParams
     from voiceid.selection import FeatureBank, SelectParams, make_champion, select
     from voiceid.selection_report import find_sources, load_sources, register_champion, summary
     from voiceid.tuning import GridParams, grid_data, read_table
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(2)
-    tracking.configure(f"sqlite:///{work}/mlflow.db")
     t_all = time.perf_counter()
 
-    # -- prepare: 40 enrolled, 19 unknown speakers --
-    start = time.perf_counter()
-    prep = prepare(PrepareParams(adapter="folder", source=str(DATA), min_utts=13, utts_per_speaker=20,
-                                 train_per_speaker=8, val_per_speaker=4, n_enrolled=40, n_unknown=19,
-                                 unknown_utts_per_speaker=10, unknown_val_fraction=0.5, order="random", seed=42),
-                   progress=False)
-    manifest = prep.manifest
-    manifest_path = work / "manifest.parquet"
-    manifest.to_parquet(manifest_path, index=False)
+    # -- prepare (40 enrolled, 19 unknown speakers) and features --
+    sets = tuple(dict.fromkeys([*args.feature_sets, "mfcc60", *(() if args.no_ecapa else ("logmel",))]))
+    ws = prepare_and_featurise(
+        work,
+        PrepareParams(adapter="folder", source=str(DATA), min_utts=13, utts_per_speaker=20, train_per_speaker=8,
+                      val_per_speaker=4, n_enrolled=40, n_unknown=19, unknown_utts_per_speaker=10,
+                      unknown_val_fraction=0.5, order="random", seed=42),
+        sets,
+    )
+    manifest, fparams, base_tags = ws.manifest, ws.fparams, ws.tags
     counts = manifest.groupby(["role", "split"]).size().to_dict()
     speakers = manifest.groupby("role")["speaker"].nunique().to_dict()
-    print(f"prepare: speakers {speakers}, utterances {counts} ({time.perf_counter() - start:.1f} s)", flush=True)
-
-    # -- features --
-    sets = tuple(dict.fromkeys([*args.feature_sets, "mfcc60", *(() if args.no_ecapa else ("logmel",))]))
-    start = time.perf_counter()
-    fparams = FeatureParams(sets=sets)  # type: ignore[arg-type]
-    feats = extract_features(manifest, fparams, work / "feature_cache", progress=False)
-    write_tables(feats, work / "features")
-    print(f"features: {len(feats.meta)} files, sets {sets}, {feats.n_computed} computed "
-          f"({time.perf_counter() - start:.1f} s)", flush=True)
-    base_tags = {"git_commit": tracking.git_commit(REPO), "data_hash": tracking.data_hash(manifest_path)}
+    print(f"prepare: speakers {speakers}, utterances {counts} ({ws.prepare_s:.1f} s)", flush=True)
+    print(f"features: {ws.n_files} files, sets {sets}, {ws.n_computed} computed ({ws.features_s:.1f} s)", flush=True)
 
     # -- grid (classifier families) --
     grid = load_section(GridParams, "grid", REPO / "params.yaml")

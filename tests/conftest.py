@@ -1,4 +1,4 @@
-"""Shared fixtures: seeded synthetic speech-like audio and the real data beside the repo."""
+"""Shared fixtures: seeded synthetic speech-like audio, the real data beside the repo, and a small pipeline run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from pipeline_run import PipelineRun, build
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -56,3 +57,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
+    """The real stages run once per session on a subset of data/default (tests/pipeline_run.py; ~1 min on 2 cores)."""
+    workspace = tmp_path_factory.mktemp("pipeline") / "repo"
+    try:
+        return build(workspace)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)

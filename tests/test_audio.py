@@ -43,6 +43,10 @@ def test_errors_carry_path_expected_found(tmp_path: Path) -> None:
     with pytest.raises(UnreadableAudioError) as info:
         load_audio(text)
     assert str(text) in str(info.value) and info.value.reason == "unreadable"
+    notes = tmp_path / "notes.md"
+    notes.write_text("# not audio either")
+    with pytest.raises(UnreadableAudioError, match="Format not recognised"):
+        load_audio(notes)
     empty = tmp_path / "empty.wav"
     empty.touch()
     with pytest.raises(EmptyAudioError, match="0-byte"):

@@ -94,6 +94,8 @@ def test_classifier_family_logs_studies_trials_and_final_runs(workdir: Path) -> 
     assert tags["git_commit"] and tags["seed"] == str(yaml.safe_load((workdir / "params.yaml").read_text())["grid"]["seed"])
     assert final.data.metrics["val_f1_weighted"] == pytest.approx(entry["val_f1_weighted"])
     assert final.data.metrics["test_f1_weighted"] == pytest.approx(entry["test_f1_weighted"])
+    for name in ("f1_weighted", "f1_macro", "accuracy", "top5_accuracy"):  # the bare names = test
+        assert final.data.metrics[name] == pytest.approx(final.data.metrics[f"test_{name}"])
     assert final.data.params["seed"] and final.data.params["C"]
     artifacts = {a.path for a in client.list_artifacts(final.info.run_id)}
     assert {"confusion_matrix.png", "classes.json", "feature_columns.json"} <= artifacts

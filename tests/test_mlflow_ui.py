@@ -1,6 +1,7 @@
-"""The MLflow UI over a small store, driven in headless Debian Chromium: every family's runs are listed.
+"""The MLflow UI over a small real run's store, driven in headless Debian Chromium: every family's runs are listed.
 
-Starts ``mlflow server`` on loopback over a store shaped like the pipeline's (tests/fake_runs.py),
+Starts ``mlflow server`` on loopback over the store of a small pipeline run (the session's
+``pipeline_run`` fixture: the real stages on a subset of data/default, tests/pipeline_run.py),
 opens each experiment's runs page and the all-experiments view of the final runs (with the
 ``family``/``feature_set`` tag columns switched on), and saves a screenshot under the test's
 temp folder (the path is printed; ``pytest -s`` shows it). Skips only where Chromium or its
@@ -24,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from fake_runs import GRID_FAMILIES, build_store
+from pipeline_run import PipelineRun
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -156,24 +157,22 @@ def _show_columns(driver, names: list[str]) -> None:  # noqa: ANN001
     driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
 
 
-def test_mlflow_ui_lists_runs_of_each_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = tmp_path / "store"
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    store = build_store(root, feature_sets=("mfcc60",), n_trials=2)
-    grid_experiment, ecapa_experiment = store.experiments
+def test_mlflow_ui_lists_runs_of_each_family(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    run = pipeline_run
+    grid_experiments = [run.experiment(fs) for fs in run.feature_sets]
+    ecapa_experiment = run.experiment("logmel")
     run_name = "attributes.`Run Name`"
 
-    with mlflow_server(uri, tmp_path) as url, chromium(tmp_path / "chrome-profile") as driver:
-        ids = {name: _experiment_id(url, name) for name in store.experiments}
+    with mlflow_server(run.uri, tmp_path) as url, chromium(tmp_path / "chrome-profile") as driver:
+        ids = {name: _experiment_id(url, name) for name in (*grid_experiments, ecapa_experiment)}
         # Each experiment's own page (MLflow 3 opens experiments in the GenAI view unless told).
-        for experiment, families in ((grid_experiment, GRID_FAMILIES), (ecapa_experiment, ("ecapa",))):
+        pages = [(e, run.grid_families) for e in grid_experiments] + [(ecapa_experiment, ("ecapa",))]
+        for experiment, families in pages:
             driver.get(f"{url}/#/experiments/{ids[experiment]}/runs?workflowType=machine_learning")
             names = _wait_for_names(driver, run_name, {f"{f}-final" for f in families}, f"experiment page {experiment}")
-            if experiment == grid_experiment:
-                # each family's study run (its trials nested under it) is listed beside its final run
-                for family in GRID_FAMILIES:
-                    assert any(f"/{family}/" in n for n in names), (family, names)
+            # each family's study run (its trials nested under it) is listed beside its final run
+            for family in families:
+                assert any(f"/{family}/" in n for n in names), (experiment, family, names)
 
         # All experiments at once, final runs only, with the family and feature_set tags as columns.
         query = urllib.parse.urlencode({
@@ -181,11 +180,11 @@ def test_mlflow_ui_lists_runs_of_each_family(tmp_path: Path, monkeypatch: pytest
             "searchFilter": "tags.stage = 'final'",
         })
         driver.get(f"{url}/#/compare-experiments/s?{query}")
-        _wait_for_names(driver, run_name, {f"{f}-final" for f in store.families}, "all experiments")
+        _wait_for_names(driver, run_name, {f"{f}-final" for f in run.families}, "all experiments")
         _show_columns(driver, ["Dataset", "Source", "Models", "Experiment Name", "family", "feature_set", "test_f1_weighted"])
-        families = _wait_for_names(driver, "tags.`family`", set(store.families), "family tag column")
-        assert families == set(store.families)  # exact cells: one family tag per final run
-        assert {"mfcc60", "logmel"} <= _column_texts(driver, "tags.`feature_set`")
+        families = _wait_for_names(driver, "tags.`family`", set(run.families), "family tag column")
+        assert families == set(run.families)  # exact cells: one family tag per final run
+        assert {*run.feature_sets, "logmel"} <= _column_texts(driver, "tags.`feature_set`")
 
         shot = tmp_path / "mlflow_ui_final_runs.png"
         assert driver.save_screenshot(str(shot))

@@ -1,4 +1,4 @@
-"""notebooks/compare_runs.ipynb runs headless (nbclient) over a small store and draws its figures."""
+"""notebooks/compare_runs.ipynb runs headless (nbclient) over a small real pipeline run and draws its figures."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from fake_runs import GRID_FAMILIES, build_store, write_selection
 from nbclient import NotebookClient
+from pipeline_run import PipelineRun
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_runs.ipynb"
 # metric bars, training time, trial objectives, score distributions, DET
@@ -31,15 +31,15 @@ def test_committed_notebook_has_no_outputs() -> None:
     assert not any("def " in c.source or "import mlflow" in c.source for c in code)
 
 
-def test_notebook_executes_and_draws_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = tmp_path / "repo"
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the kernel inherits it, as under `make run`
-    store = build_store(root, feature_sets=("mfcc60", "seed498"), n_trials=2)
-    selection = write_selection(root)
+def test_notebook_executes_and_draws_figures(
+    pipeline_run: PipelineRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = pipeline_run  # prepare .. select on a subset of data/default (tests/pipeline_run.py)
+    # an outer store must not win over the parameters; the kernel inherits this environment
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    _parameter_cell(nb).source = f"REPO_ROOT = {str(root)!r}\nTRACKING_URI = {store.uri!r}\nEXPERIMENT_PREFIX = 'voiceid/'"
+    _parameter_cell(nb).source = f"REPO_ROOT = {str(run.root)!r}\nTRACKING_URI = {run.uri!r}\nEXPERIMENT_PREFIX = 'voiceid/'"
     # the kernel starts in another folder than the repo: the parameters alone must locate everything
     NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
 
@@ -50,9 +50,12 @@ def test_notebook_executes_and_draws_figures(tmp_path: Path, monkeypatch: pytest
     assert all(len(o["data"]["image/png"]) > 5000 for o in images)  # base64 PNGs with content, not blanks
 
     html = "\n".join(o["data"].get("text/html", "") for o in outputs if "data" in o)
-    for family in GRID_FAMILIES:
+    for family in run.families:  # grid.families of params.yaml and ecapa
         assert f">{family}<" in html, f"final-run table lacks {family}"
-    for family in selection["candidates"]:
+    for feature_set in (*run.feature_sets, "logmel"):
+        assert f">{feature_set}<" in html, f"final-run table lacks feature set {feature_set}"
+    assert run.selection["candidates"]
+    for family in run.selection["candidates"]:
         assert f">{family}<" in html, f"open-set table lacks {family}"
     text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert f"in {store.uri}" in text
+    assert f"in {run.uri}" in text

@@ -113,8 +113,9 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 data, sr = librosa.load(str(path), sr=None, mono=False)
-        except Exception as exc:  # audioread raises a zoo of types
-            raise UnreadableAudioError(path, "a decodable audio file", f"decoder error: {exc}") from exc
+        except Exception as exc:  # audioread raises a zoo of types, some with empty messages
+            found = f"libsndfile: {sf_exc}; audioread: {type(exc).__name__} {exc}".rstrip()
+            raise UnreadableAudioError(path, "a decodable audio file", found) from exc
         data = np.atleast_2d(np.asarray(data, dtype=np.float32)).T
         return data, int(sr)
 

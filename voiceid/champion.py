@@ -12,7 +12,7 @@ Everything a decision needs travels in one picklable :class:`Champion`:
   (a gallery of extra centroids, :func:`save_gallery`) are identified without retraining;
   when the winner is itself an embedding model the two are the same object.
 
-This module is MLflow-free; :mod:`voiceid.champion_pyfunc` wraps a Champion as an MLflow
+This module is MLflow-free; :mod:`voiceid.tracking.pyfunc` wraps a Champion as an MLflow
 pyfunc model whose ``predict`` calls :meth:`Champion.predict_frame`.
 
 Example (with fitted parts, see tests/test_champion.py):

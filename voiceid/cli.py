@@ -19,12 +19,11 @@ still answered) or an enrollment was refused; 2 no usable model, store or argume
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +43,6 @@ def _err(message: str) -> None:
 # --- model -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _tracking_env(uri: str | None) -> Iterator[None]:
-    """An explicit --tracking-uri beats $MLFLOW_TRACKING_URI, for this call only."""
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        yield
-    finally:
-        if uri:
-            if previous is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = previous
-
-
 def load_model(uri: str, tracking_uri: str | None = None) -> tuple[Any, dict[str, Any]]:
     """(champion, identity) for a champion pickle path or an MLflow model URI."""
     from voiceid.champion import load_champion
@@ -75,7 +58,7 @@ def load_model(uri: str, tracking_uri: str | None = None) -> tuple[Any, dict[str
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # requirement-mismatch chatter is not the user's problem
     from voiceid import tracking
 
-    with _tracking_env(tracking_uri):
+    with tracking.uri_override(tracking_uri):  # an explicit --tracking-uri, for this call only
         store = tracking.configure()
         info: dict[str, Any] = {"uri": uri, "tracking_uri": store}
         # Asking MLflow about a missing sqlite file would create an empty store there.

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voiceid.atomic import atomic_write
 from voiceid.ecapa import ECAPATDNN, EcapaConfig
 
 log = logging.getLogger(__name__)
@@ -234,10 +235,7 @@ def fingerprint(model_config: EcapaConfig, config: TrainConfig, feats: Sequence[
 
 def _save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write to a temporary file and rename it, so a kill mid-write never leaves a torn checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def _load_checkpoint(path: Path | None, expected: str) -> dict[str, Any] | None:

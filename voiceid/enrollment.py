@@ -31,8 +31,7 @@ import contextlib
 import datetime as dt
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from voiceid.atomic import atomic_write
 from voiceid.audio import AudioError, Clip, content_hash, load_audio, validate_clip
 from voiceid.champion import UNKNOWN, Centroids, centroids_from
 
@@ -106,20 +106,6 @@ def check_name(name: str) -> str:
     if len(clean) > MAX_NAME_LENGTH or any(not c.isprintable() for c in clean):
         raise EnrollmentError(f"speaker name {clean[:40]!r}: expected at most {MAX_NAME_LENGTH} printable characters")
     return clean
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
@@ -204,8 +190,8 @@ class EnrollmentStore:
         }
         index = {"format": FORMAT, "version": state.version, "embedder_id": state.embedder_id, "model": state.model,
                  "updated": state.updated, "speakers": {n: state.speakers[n] for n in names}}
-        _atomic_write(self.data_path, lambda f: np.savez(f, **arrays), binary=True)
-        _atomic_write(self.index_path, lambda f: f.write(json.dumps(index, indent=2) + "\n"), binary=False)
+        atomic_write(self.data_path, lambda f: np.savez(f, **arrays), fsync=True)
+        atomic_write(self.index_path, lambda f: f.write(json.dumps(index, indent=2) + "\n"), binary=False, fsync=True)
 
     def speakers(self) -> list[SpeakerInfo]:
         state = self.load()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ import pandas as pd
 from joblib import Parallel, delayed, effective_n_jobs
 from tqdm import tqdm
 
+from voiceid.atomic import atomic_write
 from voiceid.audio import AudioError, content_hash, load_audio
 from voiceid.features import (
     FEATURE_VERSION,
@@ -86,16 +86,7 @@ class FeatureCache:
             return None
 
     def put(self, name: str, chash: str, array: np.ndarray) -> None:
-        path = self.path(name, chash)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, array, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path(name, chash), lambda fh: np.save(fh, array, allow_pickle=False))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ study mechanics live in ``voiceid.tuning`` and the MLflow calls in ``voiceid.tra
 Final runs (tag ``stage=final``) carry params (hyper-parameters, ``seed``, ``objective``),
 metrics ``val_<m>`` (the tuning rows) and ``test_<m>`` for m in accuracy, f1_weighted,
 f1_macro, top5_accuracy (classifiers) or ari, nmi, accuracy, f1_weighted, f1_macro,
-n_clusters, noise_fraction (clustering), plus ``fit_seconds``; the model (sklearn flavour,
+n_clusters, noise_fraction (clustering), plus ``fit_seconds``; the test metrics are also
+logged under their bare names (``f1_weighted``, ``accuracy``, ...) so the MLflow UI compares
+every family, ECAPA included, on the same columns; the model (sklearn flavour,
 ``predict_proba`` for classifiers), ``confusion_matrix.png``, ``classes.json`` and
 ``feature_columns.json``; tags family, feature_set, kind, git_commit, data_hash, seed,
 dataset, study_name, study_run_id.
@@ -149,7 +151,7 @@ def _final_classifier(
     run_id = tracking.log_final_run(
         experiment, f"{name}-final",
         params=run_params,
-        metrics={**_prefixed("val", val_m), **_prefixed("test", test_m), "fit_seconds": fit_s},
+        metrics={**test_m, **_prefixed("val", val_m), **_prefixed("test", test_m), "fit_seconds": fit_s},
         tags=tags,
         model=pipe if log_model else None,
         input_example=data.train.X[:2],
@@ -178,7 +180,7 @@ def _final_clustering(
     run_id = tracking.log_final_run(
         experiment, f"{name}-final",
         params={**run_params, "refit_on": "test rows (transductive clustering)"},
-        metrics={**_prefixed("val", val_m), **_prefixed("test", test_m), "fit_seconds": fit_s},
+        metrics={**test_m, **_prefixed("val", val_m), **_prefixed("test", test_m), "fit_seconds": fit_s},
         tags=tags,
         model=pipe if log_model else None,
         input_example=data.test.X[:2],

@@ -42,7 +42,19 @@ class RocPoints(NamedTuple):
     thresholds: NDArray[np.float64]
 
 
-def _check(scores: ArrayLike, labels: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+def check_binary(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    positive: str = "target",
+    negative: str = "non-target",
+    what: str = "trials",
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Validated 1-D ``(scores, labels)``: finite scores, 0/1 labels, both classes present.
+
+    ``positive``/``negative``/``what`` name the label-1 / label-0 items in the error
+    messages (the open-set rules call them "enrolled" / "unknown" "probes").
+    """
     s = np.asarray(scores, dtype=np.float64).ravel()
     raw = np.asarray(labels).ravel()
     if s.shape != raw.shape:
@@ -50,11 +62,11 @@ def _check(scores: ArrayLike, labels: ArrayLike) -> tuple[NDArray[np.float64], N
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain NaN or infinite values")
     if not np.all(np.isin(raw, (0, 1))):
-        raise ValueError("labels must be 0 (non-target) or 1 (target)")
+        raise ValueError(f"labels must be 0 ({negative}) or 1 ({positive})")
     y = raw.astype(bool)
     if y.all() or not y.any():
         raise ValueError(
-            f"need both target and non-target trials, found {int(y.sum())} target and {int((~y).sum())} non-target"
+            f"need both {positive} and {negative} {what}, found {int(y.sum())} {positive} and {int((~y).sum())} {negative}"
         )
     return s, y
 
@@ -66,7 +78,7 @@ def det_curve(scores: ArrayLike, labels: ArrayLike) -> DetPoints:
         >>> det_curve([0.9, 0.4, 0.6, 0.1], [1, 1, 0, 0])
         DetPoints(p_fa=array([1. , 0.5, 0.5, 0. , 0. ]), p_miss=array([0. , 0. , 0.5, 0.5, 1. ]), thresholds=array([0.1, 0.4, 0.6, 0.9, inf]))
     """
-    s, y = _check(scores, labels)
+    s, y = check_binary(scores, labels)
     order = np.argsort(s, kind="mergesort")
     s, y = s[order], y[order]
     thresholds, first = np.unique(s, return_index=True)  # first index of each distinct score

@@ -100,7 +100,7 @@ def register_champion(
     tags: Mapping[str, str],
 ) -> dict[str, str]:
     """Log the champion as a pyfunc model, register it under ``registered_model`` with alias ``champion``."""
-    from voiceid.champion_pyfunc import ARTIFACT_KEY, ChampionModel
+    from voiceid.tracking.pyfunc import ARTIFACT_KEY, ChampionModel
 
     flat = _flat(summary["champion"]["test"])
     with tempfile.TemporaryDirectory() as tmp:

@@ -44,7 +44,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, precision_recall_curve
 from sklearn.model_selection import PredefinedSplit, StratifiedKFold
 
-from voiceid.scoring import det_curve, eer
+from voiceid.scoring import check_binary, det_curve, eer
 
 ThresholdRule = Literal["fbeta", "fpr", "eer"]
 CalibrationMethod = Literal["isotonic", "sigmoid"]
@@ -52,16 +52,8 @@ CalibrationMetric = Literal["log_loss", "brier", "open_brier"]
 
 
 def _binary(scores: ArrayLike, labels: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores and labels differ in length: {s.size} vs {y.size}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or infinite values")
-    if not np.all(np.isin(y, (0, 1))):
-        raise ValueError("labels must be 1 (enrolled probe) or 0 (unknown probe)")
-    if y.all() or not y.any():
-        raise ValueError(f"need enrolled and unknown probes, found {int(y.sum())} and {int((y == 0).sum())}")
+    """Validated probe scores with labels 1 (enrolled probe) / 0 (unknown probe)."""
+    s, y = check_binary(scores, labels, positive="enrolled", negative="unknown", what="probes")
     return s, y.astype(np.int64)
 
 

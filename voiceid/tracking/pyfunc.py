@@ -1,4 +1,4 @@
-"""MLflow pyfunc wrapper of :class:`voiceid.champion.Champion` (the one mlflow import outside tracking).
+"""MLflow pyfunc wrapper of :class:`voiceid.champion.Champion`.
 
 Kept tiny on purpose: the model logic lives in :mod:`voiceid.champion`; this class only
 unpickles the champion artifact and forwards ``predict``.  The voiceid package is logged with
@@ -8,16 +8,22 @@ works wherever the pinned requirements are installed.
 ``predict(frame, params={"gallery": "extra.npz"})`` also considers a gallery of speakers
 enrolled later; ``unwrap_python_model().champion`` gives the Champion itself (``embed``,
 ``identify``) to the CLI.
+
+Not imported by ``voiceid.tracking`` itself: the class must subclass mlflow's PythonModel,
+so importing this module imports mlflow.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 
 from voiceid.champion import Champion, load_champion
+from voiceid.tracking.config import import_mlflow
+
+import_mlflow()  # telemetry off before mlflow.pyfunc pulls mlflow in
+import mlflow.pyfunc  # noqa: E402
 
 ARTIFACT_KEY = "champion"
 

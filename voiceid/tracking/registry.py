@@ -1,0 +1,40 @@
+"""The model registry: register a logged model, point an alias at it, load it back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from voiceid.tracking._common import str_tags, trusted_unpickling
+from voiceid.tracking.config import import_mlflow
+
+
+def register_model(model_uri: str, name: str, *, alias: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
+    """Register ``model_uri`` as a new version of ``name``; point ``alias`` at it; return the version."""
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient()
+    version = mlflow.register_model(model_uri, name, tags=str_tags(tags or {}) or None).version
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return str(version)
+
+
+def aliased_version(name: str, alias: str) -> dict[str, Any] | None:
+    """``{"version", "run_id", "source", "tags"}`` of the version ``name@alias``; None if unset."""
+    mlflow = import_mlflow()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return {"version": str(mv.version), "run_id": mv.run_id, "source": mv.source, "tags": dict(mv.tags)}
+
+
+def load_pyfunc(uri: str) -> Any:
+    """Load a pyfunc model (e.g. ``models:/voiceid@champion``); trusted stores only (it unpickles)."""
+    import_mlflow()
+    import mlflow.pyfunc
+
+    with trusted_unpickling():
+        return mlflow.pyfunc.load_model(uri)
