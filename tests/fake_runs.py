@@ -1,9 +1,11 @@
 """A small, seeded MLflow store and selection outputs shaped like the pipeline's.
 
-For the analysis, notebook and MLflow UI tests. Runs are logged through ``voiceid.tracking``
-as the grid and ECAPA stages log them (a study run with nested trial runs and a final run per
-family and feature set; one ECAPA final run); the selection outputs are written by the select
-stage's own report code (``voiceid.selection_report``) from seeded synthetic probes. So the
+For the fast analysis unit tests (exact run counts, every probe outcome); the notebook,
+MLflow UI and real-output analysis tests use a small real pipeline run instead
+(tests/pipeline_run.py). Runs are logged through ``voiceid.tracking`` as the grid and ECAPA
+stages log them (a study run with nested trial runs and a final run per family and feature
+set; one ECAPA final run); the selection outputs are written by the select stage's own report
+code (``voiceid.selection_report``) from seeded synthetic probes. So the
 tests exercise the real layouts without minutes of training.
 """
 

@@ -1,4 +1,8 @@
-"""voiceid.analysis: run tables, selection tables and the notebook's figures."""
+"""voiceid.analysis: run tables, selection tables and the notebook's figures.
+
+Units run over hand-made frames and a seeded store (tests/fake_runs.py: exact counts, every
+probe outcome); ``test_real_pipeline_outputs`` over the session's small real pipeline run.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import pandas as pd
 import pytest
 from fake_runs import build_store, write_selection
 from matplotlib.figure import Figure
+from pipeline_run import PipelineRun
 
-from voiceid import analysis
+from voiceid import analysis, clustering
 
 
 def _raw_runs() -> pd.DataFrame:
@@ -165,3 +170,39 @@ def test_load_runs_reads_the_store_through_tracking(tmp_path: Path, monkeypatch:
         "ecapa": "val_eer", "kmeans": "ari", "svc": "f1_weighted"}
     nested = runs[runs["stage"] == "trial"]["parent_run_id"]
     assert set(nested) == set(runs.loc[runs["stage"] == "study", "run_id"])
+
+
+def test_real_pipeline_outputs(pipeline_run: PipelineRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The analysis reads what the real stages wrote (tests/pipeline_run.py), located from the repo root alone."""
+    run = pipeline_run
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    src = analysis.sources(run.root)  # tracking.uri of the run's params.yaml
+    assert src.tracking_uri == run.uri
+    runs = analysis.load_runs(src.tracking_uri)
+
+    finals = analysis.final_runs(runs)
+    expected = {(f, fs) for f in run.grid_families for fs in run.feature_sets} | {("ecapa", "logmel")}
+    assert set(zip(finals["family"], finals["feature_set"])) == expected and len(finals) == len(expected)
+    assert finals.loc[finals["family"] != "ecapa", "test_f1_weighted"].between(0, 1).all()
+    assert finals.loc[finals["family"] == "ecapa", "test_eer"].between(0, 1).all()
+
+    trials = analysis.trial_table(runs)
+    assert set(zip(trials["family"], trials["feature_set"])) == expected  # every study logged its trials
+    objective = dict(trials.groupby("family")["objective_name"].first())
+    for family in run.grid_families:
+        assert objective[family] == ("ari" if family in clustering.FAMILIES else "f1_weighted"), family
+    assert objective["ecapa"] == "val_eer"
+    assert set(runs.loc[runs["stage"] == "trial", "parent_run_id"]) <= set(runs.loc[runs["stage"] == "study", "run_id"])
+
+    selection = analysis.read_json(src.selection_json)
+    table = analysis.openset_table(selection)
+    assert set(table.index) == set(run.selection["candidates"]) and table["champion"].sum() == 1
+    scores = analysis.read_table(src.select_plots / "scores.csv", ["score", "group", "threshold"])
+    confusion = analysis.read_table(src.select_plots / "confusion.csv", ["actual", "predicted"])
+    out = analysis.probe_outcomes(scores, confusion)
+    assert len(out) == len(scores) and set(out["group"]) == {"enrolled", "unknown"}
+    assert (out.loc[out["group"] == "unknown", "outcome"] == "unknown").all()
+    det = analysis.read_table(src.select_plots / "det.csv", ["candidate", "p_fa", "p_miss"])
+    dfig = analysis.det_figure(det, analysis.candidate_eers(selection))
+    curves = {line.get_label().split(" ")[0] for line in dfig.axes[0].lines if line.get_label() != "EER line"}
+    assert curves == set(run.selection["candidates"])
