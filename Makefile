@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	# constraints.txt pins the whole tree; torch==2.13.0 resolves to the local CPU wheel.
 	$(BIN)/python -m pip install -q -e '.[dev]' -c constraints.txt
+	# Compile librosa's numba kernels once, serially: parallel first compiles corrupt the cache.
+	$(BIN)/python -c "from voiceid.features import warm_jit_caches; warm_jit_caches()"
 	touch $(STAMP)
 
 setup: $(STAMP)

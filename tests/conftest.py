@@ -18,6 +18,13 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fill numba's kernel cache serially before any test starts worker processes."""
+    from voiceid.features import warm_jit_caches
+
+    warm_jit_caches()
+
+
 def synth_voice(seed: int, seconds: float = 1.5, sr: int = 16000, f0: float | None = None) -> np.ndarray:
     """A harmonic 'voice' with a speaker-specific pitch and formant tilt, plus a little noise.
 

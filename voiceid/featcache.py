@@ -41,6 +41,7 @@ from voiceid.features import (
     compute_sets,
     feature_names,
     write_feature_table,
+    warm_jit_caches,
     write_logmel_table,
 )
 
@@ -201,6 +202,8 @@ def extract_features(
     reasons: dict[int, str] = {}
     if todo:
         n_workers = effective_n_jobs(params.n_jobs if n_jobs is None else n_jobs)
+        if n_workers > 1:
+            warm_jit_caches()  # workers must only read numba's cache, never write it at once
         chunks = _chunks([(i, paths[i], hashes[i], missing) for i, missing in todo], n_workers)
         runner = Parallel(n_jobs=n_workers, return_as="generator_unordered")
         with tqdm(total=len(todo), desc="features", unit="file", disable=not progress) as bar:

@@ -409,3 +409,19 @@ def read_logmel(path: str | Path) -> tuple[pd.DataFrame, list[np.ndarray]]:
     n_mels = table.column("n_mels").to_numpy()
     mats = [values[offsets[i] : offsets[i + 1]].reshape(-1, int(n_mels[i])) for i in range(len(meta))]
     return meta, mats
+
+
+def warm_jit_caches() -> None:
+    """Compile librosa's numba kernels (``cache=True``) once, in this process, before any workers.
+
+    Several processes compiling the same kernel at once corrupt numba's on-disk cache, and a
+    later load of it crashes the interpreter (seen on a fresh venv: a segfault in
+    ``piptrack``).  ``make`` calls this right after installing; the feature stage calls it
+    before starting its workers, so they only ever read the cache.
+    """
+    t = np.arange(CLIP_SR // 2) / CLIP_SR
+    for dtype in (np.float32, np.float64):
+        y = np.sin(2 * np.pi * 220.0 * t).astype(dtype)
+        librosa.feature.zero_crossing_rate(y)
+        librosa.estimate_tuning(S=np.abs(librosa.stft(y)) ** 2, sr=CLIP_SR)
+        librosa.feature.chroma_stft(y=y, sr=CLIP_SR)
