@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +75,14 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
         return build(workspace)
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny torch models run fastest single-threaded, and the suite shares the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
