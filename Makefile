@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	# constraints.txt pins the whole tree; torch==2.13.0 resolves to the local CPU wheel.
 	$(BIN)/python -m pip install -q -e '.[dev]' -c constraints.txt
 	# Compile librosa's numba kernels once, serially: parallel first compiles corrupt the cache.
-	$(BIN)/python -c "from voiceid.features import warm_jit_caches; warm_jit_caches()"
+	$(BIN)/python -c "from voiceid.features.jit import warm_jit_caches; warm_jit_caches()"
 	touch $(STAMP)
 
 setup: $(STAMP)

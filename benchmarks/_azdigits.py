@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from voiceid.features import FeatureParams
-    from voiceid.prepare import PrepareParams
+    from voiceid.data.prepare import PrepareParams
+    from voiceid.features.params import FeatureParams
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "az_digits"
@@ -67,9 +67,9 @@ class Prepared:
 def prepare_and_featurise(work: Path, prep: PrepareParams, sets: tuple[str, ...]) -> Prepared:
     """Run the prepare and features stages' library code into ``work``."""
     from voiceid import tracking
-    from voiceid.featcache import extract_features, write_tables
-    from voiceid.features import FeatureParams
-    from voiceid.prepare import prepare
+    from voiceid.data.prepare import prepare
+    from voiceid.features.extract import extract_features, write_tables
+    from voiceid.features.params import FeatureParams
 
     start = time.perf_counter()
     result = prepare(prep, progress=False)

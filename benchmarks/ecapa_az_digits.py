@@ -32,11 +32,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from voiceid.audio import load_audio
-from voiceid.ecapa import EcapaConfig, count_parameters
-from voiceid.ecapa_train import AugmentConfig, TrainConfig, pick_device, train_embedder
-from voiceid.embedder import build_trials, embed, identification_metrics, identify, speaker_centroids, verification_metrics
-from voiceid.features import FeatureParams, compute_sets
+from voiceid.data.audio import load_audio
+from voiceid.ecapa.augment import AugmentConfig
+from voiceid.ecapa.embed import embed
+from voiceid.ecapa.evaluate import (
+    build_trials,
+    identification_metrics,
+    verification_metrics,
+)
+from voiceid.ecapa.model import EcapaConfig, count_parameters
+from voiceid.ecapa.train import TrainConfig, pick_device, train_embedder
+from voiceid.features.params import FeatureParams
+from voiceid.features.signal import compute_sets
+from voiceid.scoring.centroids import identify, speaker_centroids
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "az_digits"
 

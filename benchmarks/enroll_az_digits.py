@@ -6,7 +6,7 @@ On ../shared/data/az_digits (59 speakers x 20 spoken digits, ~1 s each), seeded:
   grid, selection: calibration and thresholds included) ever reads their files;
 * the other 48 speakers go through the pipeline's library code (32 enrolled, 16 unknown for
   thresholds/test) in a work dir with its own MLflow store; the champion is registered there;
-* the CLI (``voiceid.cli.main``, exactly what the console script runs) enrolls each new
+* the CLI (``voiceid.serve.cli.main``, exactly what the console script runs) enrolls each new
   speaker from 5 of their files and identifies their other 15 files, the strangers' 20
   files each, and the model's own enrolled speakers' test files, with and without the store.
 
@@ -51,11 +51,16 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
     import optuna
 
     from voiceid.config import load_section
-    from voiceid.grid import run_family
-    from voiceid.prepare import PrepareParams
-    from voiceid.selection import FeatureBank, SelectParams, make_champion, select
-    from voiceid.selection_report import find_sources, load_sources, register_champion, summary
-    from voiceid.tuning import GridParams, grid_data, read_table
+    from voiceid.data.prepare import PrepareParams
+    from voiceid.grid.data import grid_data, read_table
+    from voiceid.grid.params import GridParams
+    from voiceid.grid.run import run_family
+    from voiceid.select.candidates import FeatureBank
+    from voiceid.select.params import SelectParams
+    from voiceid.select.protocol import make_champion, select
+    from voiceid.select.register import register_champion
+    from voiceid.select.report import summary
+    from voiceid.select.sources import find_sources, load_sources
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = [(str(f), s) for s in speakers for f in sorted((DATA / s).glob("*.wav"))]
@@ -83,8 +88,10 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
         r = run_family(family, data, grid, tags)
         print(f"grid: {family:8s} val_{r.objective} {r.val_metrics[r.objective]:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
     if args.ecapa:
-        from voiceid.ecapa_tune import EcapaParams, run_ecapa, split_logmel
-        from voiceid.features import read_logmel
+        from voiceid.ecapa.data import split_logmel
+        from voiceid.ecapa.params import EcapaParams
+        from voiceid.ecapa.tune import run_ecapa
+        from voiceid.features.tables import read_logmel
 
         ecapa = load_section(EcapaParams, "ecapa", REPO / "params.yaml")
         ecapa = dataclasses.replace(ecapa, dataset_name="az_digits_enroll", search=dataclasses.replace(ecapa.search, n_trials=1))
@@ -109,7 +116,7 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
 
 def cli(argv: list[str]) -> tuple[int, str, str]:
     """Run ``voiceid`` in process; (exit code, stdout, stderr)."""
-    from voiceid.cli import main
+    from voiceid.serve.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -127,8 +134,8 @@ def identify(files: list[str], common: list[str], *extra: str) -> list[dict]:
 def top1(files: list[str], model_uri: str, store: Path) -> list[tuple[str, float]]:
     """The embedding model's closest speaker (own or enrolled) and its score, threshold ignored."""
     from voiceid import tracking
-    from voiceid.audio import load_audio
-    from voiceid.enrollment import EnrollmentStore
+    from voiceid.data.audio import load_audio
+    from voiceid.serve.store import EnrollmentStore
 
     champion = tracking.load_pyfunc(model_uri).unwrap_python_model().champion
     gallery = EnrollmentStore(store).gallery(champion.embedding.embedder_id)

@@ -24,10 +24,10 @@ from pathlib import Path
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from voiceid.audio import content_hash, load_audio
-from voiceid.featcache import extract_features
-from voiceid.features import SET_NAMES, FeatureParams
-from voiceid.seed_recipe import seed_features
+from voiceid.data.audio import content_hash, load_audio
+from voiceid.features.extract import extract_features
+from voiceid.features.params import SET_NAMES, FeatureParams
+from voiceid.features.seed_recipe import seed_features
 
 REPO = Path(__file__).resolve().parents[1]
 

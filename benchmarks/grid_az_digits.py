@@ -49,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.svm import SVC
 
     from voiceid.config import load_section
-    from voiceid.grid import run_family
-    from voiceid.prepare import PrepareParams
-    from voiceid.tuning import GridParams, grid_data, read_table
+    from voiceid.data.prepare import PrepareParams
+    from voiceid.grid.data import grid_data, read_table
+    from voiceid.grid.params import GridParams
+    from voiceid.grid.run import run_family
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     grid = load_section(GridParams, "grid", REPO / "params.yaml")

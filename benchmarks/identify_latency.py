@@ -49,12 +49,14 @@ def ecapa_champion(channels: int) -> Any:
 
     import torch
 
-    from voiceid.champion import Centroids, Champion, EcapaEmbedder, EmbeddingScorer, FrontEnd
     from voiceid.config import load_section
-    from voiceid.ecapa import ECAPATDNN
-    from voiceid.ecapa_tune import EcapaParams
-    from voiceid.features import FeatureParams
-    from voiceid.thresholds import ScoreCalibrator
+    from voiceid.ecapa.model import ECAPATDNN
+    from voiceid.ecapa.params import EcapaParams
+    from voiceid.features.params import FeatureParams
+    from voiceid.scoring.calibration import ScoreCalibrator
+    from voiceid.scoring.centroids import Centroids
+    from voiceid.serve.champion import Champion, EmbeddingScorer
+    from voiceid.serve.frontend import EcapaEmbedder, FrontEnd
 
     torch.manual_seed(0)
     features = load_section(FeatureParams, "features", REPO / "params.yaml")
@@ -95,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from voiceid.audio import load_audio
-    from voiceid.champion import centroids_from
-    from voiceid.cli import CliError, identify_file, load_model
-    from voiceid.enrollment import EnrollmentStore
+    from voiceid.data.audio import load_audio
+    from voiceid.scoring.centroids import speaker_centroids
+    from voiceid.serve.cli import CliError, identify_file, load_model
+    from voiceid.serve.store import EnrollmentStore
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(1)
         emb = [champion.embed(voice(1.5, seed=s, sr=champion.sample_rate) * rng.uniform(0.5, 1.0), champion.sample_rate)
                for s in range(10)]
-        gallery = centroids_from(np.stack(emb), [f"g{s}" for s in range(10)])
+        gallery = speaker_centroids(np.stack(emb), [f"g{s}" for s in range(10)])
 
     with threadpool_limits(limits=args.threads):
         rows = [("file", timed(lambda: identify_file(champion, path, None, 0.25, -50.0), args.n))]

@@ -44,13 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from voiceid.config import load_section
-    from voiceid.ecapa_tune import EcapaParams, run_ecapa, split_logmel
-    from voiceid.features import read_logmel
-    from voiceid.grid import run_family
-    from voiceid.prepare import PrepareParams
-    from voiceid.selection import FeatureBank, SelectParams, make_champion, select
-    from voiceid.selection_report import find_sources, load_sources, register_champion, summary
-    from voiceid.tuning import GridParams, grid_data, read_table
+    from voiceid.data.prepare import PrepareParams
+    from voiceid.ecapa.data import split_logmel
+    from voiceid.ecapa.params import EcapaParams
+    from voiceid.ecapa.tune import run_ecapa
+    from voiceid.features.tables import read_logmel
+    from voiceid.grid.data import grid_data, read_table
+    from voiceid.grid.params import GridParams
+    from voiceid.grid.run import run_family
+    from voiceid.select.candidates import FeatureBank
+    from voiceid.select.params import SelectParams
+    from voiceid.select.protocol import make_champion, select
+    from voiceid.select.register import register_champion
+    from voiceid.select.report import summary
+    from voiceid.select.sources import find_sources, load_sources
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(2)

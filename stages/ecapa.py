@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from voiceid import tracking
     from voiceid.config import ConfigError, load_section
-    from voiceid.ecapa_tune import EcapaError, EcapaParams, run_ecapa, split_logmel
-    from voiceid.features import read_logmel
+    from voiceid.ecapa.data import split_logmel
+    from voiceid.ecapa.params import EcapaError, EcapaParams
+    from voiceid.ecapa.tune import run_ecapa
+    from voiceid.features.tables import read_logmel
 
     start = time.perf_counter()
     try:

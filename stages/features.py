@@ -28,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from voiceid.config import ConfigError, load_section
-    from voiceid.featcache import ManifestError, extract_features, write_rejects, write_tables
-    from voiceid.features import FeatureParams
+    from voiceid.features.extract import (
+        ManifestError,
+        extract_features,
+        write_rejects,
+        write_tables,
+    )
+    from voiceid.features.params import FeatureParams
 
     try:
         params = load_section(FeatureParams, "features", args.params)

@@ -28,8 +28,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from voiceid import tracking
     from voiceid.config import ConfigError, load_section
-    from voiceid.grid import run_family
-    from voiceid.tuning import GridError, GridParams, family_kind, grid_data, read_table
+    from voiceid.grid.data import grid_data, read_table
+    from voiceid.grid.params import GridParams, family_kind
+    from voiceid.grid.run import run_family
+    from voiceid.study import StudyError
 
     try:
         params = load_section(GridParams, "grid", args.params)
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             meta, X, names = read_table(str(path))
             data = grid_data(meta, X, feature_set, names)
             result = run_family(args.family, data, params, base_tags)
-        except GridError as exc:
+        except StudyError as exc:  # GridError included
             print(f"grid: {exc}", file=sys.stderr)
             return 1
         report[feature_set] = result.summary()

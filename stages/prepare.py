@@ -22,9 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from voiceid.config import ConfigError, load_section
-    from voiceid.datasets import DatasetError
-    from voiceid.plots import bar_plot
-    from voiceid.prepare import PrepareParams, data_report, prepare, utts_per_speaker
+    from voiceid.data.adapters import DatasetError
+    from voiceid.data.prepare import (
+        PrepareParams,
+        data_report,
+        prepare,
+        utts_per_speaker,
+    )
+    from voiceid.viz.bars import bar_plot
 
     try:
         params = load_section(PrepareParams, "prepare", args.params)
@@ -44,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.metrics).write_text(json.dumps(report, indent=2) + "\n")
     table = utts_per_speaker(prep.manifest)
     table.to_csv(plots_dir / "utts_per_speaker.csv", index=False)
-    bar_plot(table, x="speaker", y="utterances", hue="role", title="Utterances per speaker", path=plots_dir / "utts_per_speaker.png")
+    bar_plot(
+        table, x="speaker", y="utterances", hue="role", title="Utterances per speaker", path=plots_dir / "utts_per_speaker.png"
+    )
 
     for row in prep.rejects.itertuples():
         print(f"rejected {row.path}: {row.reason}: {row.detail}", file=sys.stderr)

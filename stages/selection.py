@@ -31,11 +31,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from voiceid import tracking
     from voiceid.config import ConfigError, load_section
-    from voiceid.features import FeatureParams
-    from voiceid.selection import FeatureBank, SelectParams, make_champion, select
-    from voiceid.selection_report import (
-        find_sources, for_json, load_sources, metrics_view, plot_tables, register_champion, summary,
-    )
+    from voiceid.features.params import FeatureParams
+    from voiceid.select.candidates import FeatureBank
+    from voiceid.select.params import SelectParams
+    from voiceid.select.protocol import make_champion, select
+    from voiceid.select.register import register_champion
+    from voiceid.select.report import for_json, metrics_view, plot_tables, summary
+    from voiceid.select.sources import find_sources, load_sources
 
     start = time.perf_counter()
     try:
@@ -62,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     report = summary(result, params, skipped)
     champion = make_champion(result, params, features)
     registry = register_champion(champion, params, report, {"data_hash": data_hash, "git_commit": tracking.git_commit()})
-    report["champion"].update({"registered_model": params.registered_model, "version": registry["version"],
-                               "run_id": registry["run_id"]})
+    report["champion"].update(
+        {"registered_model": params.registered_model, "version": registry["version"], "run_id": registry["run_id"]}
+    )
 
     for path, content in ((args.metrics, metrics_view(report)), (args.report, for_json(report))):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -76,11 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     test = report["champion"]["test"]
     for c in result.candidates:
         t = result.test_reports[c.family]
-        print(f"select: {c.family:8s} val {params.champion_metric} {c.val_report[params.champion_metric]:.3f} | test acc "
-              f"{t['accuracy']['value']:.3f} DIR@FAR1% {t['dir_far_1']['value']:.3f} EER {t['eer']['value']:.3f}")
-    print(f"select: champion {champion.family} ({params.threshold_rule} threshold {champion.threshold:.4f}): test FAR "
-          f"{test['far']['value']:.3f} FRR {test['frr']['value']:.3f}; registered {registry['registered_uri']} "
-          f"v{registry['version']} in {uri} ({time.perf_counter() - start:.1f} s)")
+        print(
+            f"select: {c.family:8s} val {params.champion_metric} {c.val_report[params.champion_metric]:.3f} | test acc "
+            f"{t['accuracy']['value']:.3f} DIR@FAR1% {t['dir_far_1']['value']:.3f} EER {t['eer']['value']:.3f}"
+        )
+    print(
+        f"select: champion {champion.family} ({params.threshold_rule} threshold {champion.threshold:.4f}): test FAR "
+        f"{test['far']['value']:.3f} FRR {test['frr']['value']:.3f}; registered {registry['registered_uri']} "
+        f"v{registry['version']} in {uri} ({time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 

@@ -21,7 +21,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Fill numba's kernel cache serially before any test starts worker processes."""
-    from voiceid.features import warm_jit_caches
+    from voiceid.features.jit import warm_jit_caches
 
     warm_jit_caches()
 

@@ -102,7 +102,7 @@ SELECT_FAMILIES = ("svc", "mlp", "catboost", "knn", "logreg", "ecapa", "cosine")
 
 def _probes(rng: np.random.Generator, skill: float, n_speakers: int = 6, per_speaker: int = 4, n_unknown: int = 12) -> Any:
     """Synthetic test probes: enrolled scores rise with ``skill``, unknown scores stay low."""
-    from voiceid.openset import Probes
+    from voiceid.scoring.openset import Probes
 
     speakers = np.repeat([f"s{i}" for i in range(n_speakers)], per_speaker)
     right = rng.random(len(speakers)) < 0.6 + 0.3 * skill
@@ -121,9 +121,11 @@ def write_selection(root: Path, families: tuple[str, ...] = SELECT_FAMILIES, see
     """metrics/selection.json and plots/select/*.csv under ``root``, as stages/select.py writes them."""
     from types import SimpleNamespace
 
-    from voiceid import openset
-    from voiceid.selection import Candidate, SelectionResult, SelectParams, Source
-    from voiceid.selection_report import for_json, plot_tables, summary
+    from voiceid.scoring import openset
+    from voiceid.select.candidates import Candidate, Source
+    from voiceid.select.params import SelectParams
+    from voiceid.select.protocol import SelectionResult
+    from voiceid.select.report import for_json, plot_tables, summary
 
     params = SelectParams(families=families, n_bootstrap=20)
     rng = np.random.default_rng(seed)

@@ -17,8 +17,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from voiceid.features import FeatureParams, feature_vector
-from voiceid.selection import FeatureBank
+from voiceid.features.params import FeatureParams
+from voiceid.features.signal import feature_vector
+from voiceid.select.candidates import FeatureBank
 
 SPLITS_ENROLLED = (("train", 5), ("val", 3), ("test", 3))
 

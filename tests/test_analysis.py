@@ -15,7 +15,12 @@ from fake_runs import build_store, write_selection
 from matplotlib.figure import Figure
 from pipeline_run import PipelineRun
 
-from voiceid import analysis, clustering
+from voiceid.analysis import runs as run_tables
+from voiceid.analysis import selection as selection_tables
+from voiceid.grid import clustering
+from voiceid.select.candidates import EMBEDDING_FAMILIES
+from voiceid.viz import compare
+from voiceid.viz.det import det_figure
 
 
 def _raw_runs() -> pd.DataFrame:
@@ -43,31 +48,31 @@ def _raw_runs() -> pd.DataFrame:
 
 
 def test_tidy_runs_names_identity_columns_and_unprefixes_metrics() -> None:
-    runs = analysis.tidy_runs(_raw_runs())
+    runs = run_tables.tidy_runs(_raw_runs())
     assert list(runs.columns[:5]) == ["run_id", "experiment", "run_name", "stage", "family"]
     assert {"test_f1_weighted", "objective", "fit_seconds", "params.C"} <= set(runs.columns)
     assert not any(c.startswith("metrics.") for c in runs.columns)
     with pytest.raises(ValueError, match="clash"):
-        analysis.tidy_runs(_raw_runs().assign(**{"metrics.family": 1.0}))
+        run_tables.tidy_runs(_raw_runs().assign(**{"metrics.family": 1.0}))
 
 
 def test_final_runs_keep_newest_run_of_newest_data() -> None:
-    runs = analysis.tidy_runs(_raw_runs())
-    finals = analysis.final_runs(runs)
+    runs = run_tables.tidy_runs(_raw_runs())
+    finals = run_tables.final_runs(runs)
     # the newest final run has data_hash "other": only its data is kept
     assert finals[["family", "feature_set"]].values.tolist() == [["knn", "mfcc60"]]
-    every = analysis.final_runs(runs[runs["data_hash"] == "new"])
+    every = run_tables.final_runs(runs[runs["data_hash"] == "new"])
     assert len(every) == 3
     svc = every[(every["family"] == "svc") & (every["feature_set"] == "mfcc60")]
     assert svc["test_f1_weighted"].item() == pytest.approx(0.7)  # newer of the two repeats
-    best = analysis.best_per_family(every)
+    best = run_tables.best_per_family(every)
     assert dict(zip(best["family"], best["feature_set"])) == {"knn": "mfcc60", "svc": "seed498"}
 
 
 def test_metric_bars_draw_one_bar_per_family_and_metric() -> None:
-    runs = analysis.tidy_runs(_raw_runs())
-    finals = analysis.final_runs(runs[runs["data_hash"] == "new"]).assign(test_f1_macro=0.3, test_accuracy=0.6)
-    fig = analysis.metric_bars(finals)
+    runs = run_tables.tidy_runs(_raw_runs())
+    finals = run_tables.final_runs(runs[runs["data_hash"] == "new"]).assign(test_f1_macro=0.3, test_accuracy=0.6)
+    fig = compare.metric_bars(finals)
     assert isinstance(fig, Figure)
     axes = [ax for ax in fig.axes if ax.patches]
     assert [ax.get_title() for ax in axes] == ["feature set mfcc60", "feature set seed498"]
@@ -78,54 +83,54 @@ def test_metric_bars_draw_one_bar_per_family_and_metric() -> None:
 
 
 def test_fit_time_and_trial_figures() -> None:
-    runs = analysis.tidy_runs(_raw_runs())
-    finals = analysis.final_runs(runs[runs["data_hash"] == "new"])
-    fig = analysis.fit_time_figure(finals)
+    runs = run_tables.tidy_runs(_raw_runs())
+    finals = run_tables.final_runs(runs[runs["data_hash"] == "new"])
+    fig = compare.fit_time_figure(run_tables.best_per_family(finals))
     bars = fig.axes[0].patches
     assert sorted(p.get_width() for p in bars) == [0.1, 3.0]  # knn's and svc's best (seed498) refits
-    trials = analysis.trial_table(runs)
+    trials = run_tables.trial_table(runs)
     assert trials["objective"].tolist() == [0.3, 0.5, 0.6]
     assert set(trials["objective_name"]) == {"f1_weighted"}
-    tfig = analysis.trial_figure(trials)
+    tfig = compare.trial_figure(trials)
     assert len(tfig.axes[0].collections[0].get_offsets()) == 3  # one point per trial
 
 
 def test_sources_resolve_relative_store_against_repo_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "params.yaml").write_text("tracking:\n  uri: sqlite:///runs/mlflow.db\n")
-    src = analysis.sources(tmp_path)
+    src = run_tables.sources(tmp_path)
     assert src.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'runs' / 'mlflow.db'}"
     assert src.selection_json == tmp_path.resolve() / "metrics" / "selection.json"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/m.db")
-    assert analysis.sources(tmp_path).tracking_uri == "sqlite:////elsewhere/m.db"
-    assert analysis.sources(tmp_path, "http://127.0.0.1:5000").tracking_uri == "http://127.0.0.1:5000"
+    assert run_tables.sources(tmp_path).tracking_uri == "sqlite:////elsewhere/m.db"
+    assert run_tables.sources(tmp_path, "http://127.0.0.1:5000").tracking_uri == "http://127.0.0.1:5000"
 
 
 def test_selection_outputs_as_the_select_stage_writes_them(tmp_path: Path) -> None:
     report = write_selection(tmp_path)
-    src = analysis.sources(tmp_path, "sqlite:///unused.db")
-    table = analysis.openset_table(analysis.read_json(src.selection_json))
+    src = run_tables.sources(tmp_path, "sqlite:///unused.db")
+    table = selection_tables.openset_table(selection_tables.read_json(src.selection_json))
     assert set(table.index) == set(report["candidates"])
     assert table["champion"].sum() == 1 and table.index[table["champion"]][0] == report["champion"]["family"]
     assert table["dir_far_1"].is_monotonic_decreasing  # sorted by the champion metric
     assert not any(c.endswith(("_lo", "_hi")) for c in table.columns)
-    wide = analysis.openset_table(analysis.read_json(src.selection_json), intervals=True)
+    wide = selection_tables.openset_table(selection_tables.read_json(src.selection_json), intervals=True)
     assert (wide["eer_lo"] <= wide["eer"]).all() and (wide["eer"] <= wide["eer_hi"]).all()
 
-    scores = analysis.read_table(src.select_plots / "scores.csv", ["score", "group", "threshold"])
-    confusion = analysis.read_table(src.select_plots / "confusion.csv", ["actual", "predicted"])
-    out = analysis.probe_outcomes(scores, confusion)
+    scores = selection_tables.read_table(src.select_plots / "scores.csv", ["score", "group", "threshold"])
+    confusion = selection_tables.read_table(src.select_plots / "confusion.csv", ["actual", "predicted"])
+    out = selection_tables.probe_outcomes(scores, confusion)
     assert set(out["outcome"]) == {"enrolled, identified", "enrolled, misidentified", "enrolled, rejected", "unknown"}
     assert (out.loc[out["group"] == "unknown", "outcome"] == "unknown").all()
     rejected = out[out["outcome"] == "enrolled, rejected"]
     assert (rejected["score"] < rejected["threshold"]).all()
-    fig = analysis.score_figure(out)
+    fig = compare.score_figure(out)
     threshold = float(scores["threshold"].iloc[0])
     assert all(any(line.get_xdata()[0] == threshold for line in ax.lines) for ax in fig.axes)
 
-    det = analysis.read_table(src.select_plots / "det.csv", ["candidate", "p_fa", "p_miss"])
-    dfig = analysis.det_figure(det, analysis.candidate_eers(report))
-    curves = {line.get_label().split(" ")[0]: line for line in dfig.axes[0].lines if line.get_label() != "EER line"}
+    det = selection_tables.read_table(src.select_plots / "det.csv", ["candidate", "p_fa", "p_miss"])
+    dfig = det_figure(selection_tables.det_curves(det), emphasize=EMBEDDING_FAMILIES)
+    curves = {line.get_label().split(" ")[0]: line for line in dfig.axes[0].lines if not line.get_label().startswith("_")}
     assert set(curves) == set(report["candidates"])
     assert curves["ecapa"].get_linestyle() == "-" and curves["svc"].get_linestyle() == "--"
     assert curves["ecapa"].get_linewidth() > curves["svc"].get_linewidth()
@@ -134,25 +139,25 @@ def test_selection_outputs_as_the_select_stage_writes_them(tmp_path: Path) -> No
 def test_probe_outcomes_top1_columns_and_misaligned_tables() -> None:
     scores = pd.DataFrame({"score": [0.9, 0.8, 0.2], "group": ["enrolled", "enrolled", "unknown"], "threshold": 0.5,
                            "true": ["a", "b", "x"], "pred": ["a", "a", "a"]})
-    assert analysis.probe_outcomes(scores)["outcome"].tolist() == ["enrolled, top-1 right", "enrolled, top-1 wrong", "unknown"]
+    assert selection_tables.probe_outcomes(scores)["outcome"].tolist() == ["enrolled, top-1 right", "enrolled, top-1 wrong", "unknown"]
     plain = scores.drop(columns=["true", "pred"])
     confusion = pd.DataFrame({"actual": ["a", "b", "unknown"], "predicted": ["a", "unknown", "unknown"]})
-    assert analysis.probe_outcomes(plain, confusion)["outcome"].tolist() == [
+    assert selection_tables.probe_outcomes(plain, confusion)["outcome"].tolist() == [
         "enrolled, identified", "enrolled, rejected", "unknown"]
     with pytest.raises(ValueError, match="not aligned"):
-        analysis.probe_outcomes(plain, confusion.iloc[::-1].reset_index(drop=True))
+        selection_tables.probe_outcomes(plain, confusion.iloc[::-1].reset_index(drop=True))
     with pytest.raises(ValueError, match="different probes"):
-        analysis.probe_outcomes(plain, confusion.iloc[:2])
+        selection_tables.probe_outcomes(plain, confusion.iloc[:2])
 
 
 def test_missing_inputs_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="selection.json"):
-        analysis.read_json(tmp_path / "metrics" / "selection.json")
+        selection_tables.read_json(tmp_path / "metrics" / "selection.json")
     (tmp_path / "det.csv").write_text("candidate,p_fa\nsvc,0.1\n")
     with pytest.raises(ValueError, match=r"det\.csv: missing column\(s\) p_miss"):
-        analysis.read_table(tmp_path / "det.csv", ["candidate", "p_fa", "p_miss"])
+        selection_tables.read_table(tmp_path / "det.csv", ["candidate", "p_fa", "p_miss"])
     with pytest.raises(FileNotFoundError, match="no MLflow store"):
-        analysis.load_runs(f"sqlite:///{tmp_path / 'absent.db'}")
+        run_tables.load_runs(f"sqlite:///{tmp_path / 'absent.db'}")
 
 
 def test_load_runs_reads_the_store_through_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,12 +165,12 @@ def test_load_runs_reads_the_store_through_tracking(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     build_store(tmp_path, families=("svc", "kmeans"), feature_sets=("mfcc60",), n_trials=2)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nonexistent/other.db")  # the explicit URI must win
-    runs = analysis.load_runs(uri)
+    runs = run_tables.load_runs(uri)
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////nonexistent/other.db"  # restored
     assert runs["stage"].value_counts().to_dict() == {"trial": 6, "study": 3, "final": 3}
-    finals = analysis.final_runs(runs)
+    finals = run_tables.final_runs(runs)
     assert sorted(finals["family"]) == ["ecapa", "kmeans", "svc"]
-    trials = analysis.trial_table(runs)
+    trials = run_tables.trial_table(runs)
     assert dict(trials.groupby("family")["objective_name"].first()) == {
         "ecapa": "val_eer", "kmeans": "ari", "svc": "f1_weighted"}
     nested = runs[runs["stage"] == "trial"]["parent_run_id"]
@@ -176,17 +181,17 @@ def test_real_pipeline_outputs(pipeline_run: PipelineRun, monkeypatch: pytest.Mo
     """The analysis reads what the real stages wrote (tests/pipeline_run.py), located from the repo root alone."""
     run = pipeline_run
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    src = analysis.sources(run.root)  # tracking.uri of the run's params.yaml
+    src = run_tables.sources(run.root)  # tracking.uri of the run's params.yaml
     assert src.tracking_uri == run.uri
-    runs = analysis.load_runs(src.tracking_uri)
+    runs = run_tables.load_runs(src.tracking_uri)
 
-    finals = analysis.final_runs(runs)
+    finals = run_tables.final_runs(runs)
     expected = {(f, fs) for f in run.grid_families for fs in run.feature_sets} | {("ecapa", "logmel")}
     assert set(zip(finals["family"], finals["feature_set"])) == expected and len(finals) == len(expected)
     assert finals.loc[finals["family"] != "ecapa", "test_f1_weighted"].between(0, 1).all()
     assert finals.loc[finals["family"] == "ecapa", "test_eer"].between(0, 1).all()
 
-    trials = analysis.trial_table(runs)
+    trials = run_tables.trial_table(runs)
     assert set(zip(trials["family"], trials["feature_set"])) == expected  # every study logged its trials
     objective = dict(trials.groupby("family")["objective_name"].first())
     for family in run.grid_families:
@@ -194,15 +199,15 @@ def test_real_pipeline_outputs(pipeline_run: PipelineRun, monkeypatch: pytest.Mo
     assert objective["ecapa"] == "val_eer"
     assert set(runs.loc[runs["stage"] == "trial", "parent_run_id"]) <= set(runs.loc[runs["stage"] == "study", "run_id"])
 
-    selection = analysis.read_json(src.selection_json)
-    table = analysis.openset_table(selection)
+    selection = selection_tables.read_json(src.selection_json)
+    table = selection_tables.openset_table(selection)
     assert set(table.index) == set(run.selection["candidates"]) and table["champion"].sum() == 1
-    scores = analysis.read_table(src.select_plots / "scores.csv", ["score", "group", "threshold"])
-    confusion = analysis.read_table(src.select_plots / "confusion.csv", ["actual", "predicted"])
-    out = analysis.probe_outcomes(scores, confusion)
+    scores = selection_tables.read_table(src.select_plots / "scores.csv", ["score", "group", "threshold"])
+    confusion = selection_tables.read_table(src.select_plots / "confusion.csv", ["actual", "predicted"])
+    out = selection_tables.probe_outcomes(scores, confusion)
     assert len(out) == len(scores) and set(out["group"]) == {"enrolled", "unknown"}
     assert (out.loc[out["group"] == "unknown", "outcome"] == "unknown").all()
-    det = analysis.read_table(src.select_plots / "det.csv", ["candidate", "p_fa", "p_miss"])
-    dfig = analysis.det_figure(det, analysis.candidate_eers(selection))
-    curves = {line.get_label().split(" ")[0] for line in dfig.axes[0].lines if line.get_label() != "EER line"}
+    det = selection_tables.read_table(src.select_plots / "det.csv", ["candidate", "p_fa", "p_miss"])
+    dfig = det_figure(selection_tables.det_curves(det), emphasize=EMBEDDING_FAMILIES)
+    curves = {line.get_label().split(" ")[0] for line in dfig.axes[0].lines if not line.get_label().startswith("_")}
     assert curves == set(run.selection["candidates"])

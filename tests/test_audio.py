@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import synth_voice, write_wav
-from voiceid.audio import (
+
+from voiceid.data.audio import (
     EmptyAudioError,
     SilentAudioError,
     TooShortAudioError,

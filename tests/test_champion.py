@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import synth_voice, write_wav
 from synthetic_select import AudioCorpus, audio_corpus, fit_logreg
-from voiceid import openset
-from voiceid.champion import Centroids, Champion, centroids_from, load_gallery, save_gallery
-from voiceid.selection import SelectionResult, SelectParams, Source, make_champion, select
+
+from voiceid.scoring import openset
+from voiceid.scoring.centroids import Centroids, speaker_centroids
+from voiceid.select.candidates import Source
+from voiceid.select.params import SelectParams
+from voiceid.select.protocol import SelectionResult, make_champion, select
+from voiceid.serve.champion import Champion
+from voiceid.serve.gallery import load_gallery, save_gallery
 
 PARAMS = SelectParams(families=("logreg", "cosine"), n_bootstrap=20, threshold_rule="eer", champion_metric="eer")
 
@@ -73,7 +77,7 @@ def test_gallery_enrolls_a_new_speaker_without_retraining(built, tmp_path: Path)
     _, _, champion = built
     new = [synth_voice(seed=40, seconds=s) for s in (0.9, 1.0, 1.1, 1.2)]
     emb = np.stack([champion.embed(w, 16000) for w in new[:3]])
-    gallery_path = save_gallery(tmp_path / "g.npz", centroids_from(emb, ["newbie"] * 3), champion.embedding.embedder_id)
+    gallery_path = save_gallery(tmp_path / "g.npz", speaker_centroids(emb, ["newbie"] * 3), champion.embedding.embedder_id)
     gallery = load_gallery(gallery_path, champion.embedding.embedder_id)
     with_gallery = champion.identify(new[3], 16000, gallery=gallery)
     assert with_gallery == ("newbie", with_gallery.score, champion.embedding_threshold, True)
@@ -88,7 +92,8 @@ def test_gallery_enrolls_a_new_speaker_without_retraining(built, tmp_path: Path)
 
 def test_pyfunc_from_the_registry_predicts_in_process(built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     from voiceid import tracking
-    from voiceid.selection_report import register_champion, summary
+    from voiceid.select.register import register_champion
+    from voiceid.select.report import summary
 
     corpus, result, champion = built
     monkeypatch.chdir(tmp_path)
@@ -109,6 +114,6 @@ def test_pyfunc_from_the_registry_predicts_in_process(built, tmp_path: Path, mon
     loaded = model.unwrap_python_model().champion
     assert loaded.family == champion.family and loaded.threshold == champion.threshold
     new = [synth_voice(seed=41, seconds=s) for s in (1.0, 1.1)]
-    g = save_gallery(tmp_path / "g.npz", centroids_from(loaded.embed(new[0], 16000)[None, :], ["late"]), loaded.embedding.embedder_id)
+    g = save_gallery(tmp_path / "g.npz", speaker_centroids(loaded.embed(new[0], 16000)[None, :], ["late"]), loaded.embedding.embedder_id)
     out = model.predict(pd.DataFrame({"waveform": [new[1].tolist()], "sample_rate": [16000]}), params={"gallery": str(g)})
     assert out.loc[0, "speaker"] == "late"

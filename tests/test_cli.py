@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import synth_voice, write_wav
 from synthetic_select import audio_corpus, fit_logreg
-from voiceid.champion import Champion, save_champion
-from voiceid.cli import main
-from voiceid.selection import SelectParams, Source, make_champion, select
+
+from voiceid.select.candidates import Source
+from voiceid.select.params import SelectParams
+from voiceid.select.protocol import make_champion, select
+from voiceid.serve.champion import Champion
+from voiceid.serve.cli import main
+from voiceid.serve.persist import save_champion
 
 PARAMS = SelectParams(families=("logreg", "cosine"), n_bootstrap=20, threshold_rule="eer", champion_metric="eer",
                       registered_model="voiceid")
@@ -37,7 +40,8 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A champion built from synthetic voices, registered as models:/voiceid@champion in a temp store."""
     from voiceid import tracking
-    from voiceid.selection_report import register_champion, summary
+    from voiceid.select.register import register_champion
+    from voiceid.select.report import summary
 
     root = tmp_path_factory.mktemp("cli")
     corpus = audio_corpus()

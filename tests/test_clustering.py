@@ -6,7 +6,7 @@ import numpy as np
 import optuna
 import pytest
 
-from voiceid import clustering
+from voiceid.grid import clustering
 
 N_SPK, DIM = 6, 12
 

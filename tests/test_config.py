@@ -7,7 +7,7 @@ from typing import Literal
 import pytest
 
 from voiceid.config import ConfigError, as_dict, from_mapping, load_section
-from voiceid.prepare import PrepareParams
+from voiceid.data.prepare import PrepareParams
 
 REPO = Path(__file__).resolve().parents[1]
 

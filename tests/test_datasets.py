@@ -4,9 +4,15 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, synth_voice, write_wav
-from voiceid.datasets import DatasetError, ingest, read_csv_manifest, read_dusha_manifest, scan_folder
+
+from voiceid.data.adapters import (
+    DatasetError,
+    ingest,
+    read_csv_manifest,
+    read_dusha_manifest,
+    scan_folder,
+)
 
 DUSHA = REPO / "tests" / "fixtures" / "dusha" / "crowd_train.jsonl"
 

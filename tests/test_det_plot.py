@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 from scipy.stats import norm
 
-import voiceid.det_plot
-from voiceid.det_plot import det_figure
-from voiceid.scoring import det_curve
-
-
-def test_docstring_examples_run() -> None:
-    result = doctest.testmod(voiceid.det_plot)
-    assert result.attempted > 0 and result.failed == 0
+import voiceid.viz.det
+from voiceid.scoring.verification import det_curve
+from voiceid.viz.det import det_figure
 
 
 def test_one_curve_and_eer_marker_per_system() -> None:
@@ -27,7 +20,7 @@ def test_one_curve_and_eer_marker_per_system() -> None:
     assert [t.split(" (")[0] for t in labels_shown] == ["good", "poor"]
     assert "EER ~" in labels_shown[0]
     # Curves live on probit axes: the 10% tick sits at the normal deviate of 0.1.
-    assert np.isclose(ax.get_xticks()[list(voiceid.det_plot.TICKS_PCT).index(10)], norm.ppf(0.1))
+    assert np.isclose(ax.get_xticks()[list(voiceid.viz.det.TICKS_PCT).index(10)], norm.ppf(0.1))
     # The better-separated system reports the lower EER in its legend.
     good, poor = (float(t.split("~")[1].rstrip("%)")) for t in labels_shown)
     assert good < poor

@@ -14,9 +14,11 @@ import torch
 import yaml
 
 from voiceid.config import ConfigError, from_mapping, load_section
-from voiceid.ecapa import ECAPATDNN, EcapaConfig
-from voiceid.ecapa_tune import EcapaError, EcapaParams, Evaluator, SearchSpace, split_logmel
-from voiceid.features import write_logmel_table
+from voiceid.ecapa.data import split_logmel
+from voiceid.ecapa.model import ECAPATDNN, EcapaConfig
+from voiceid.ecapa.params import EcapaError, EcapaParams, SearchSpace
+from voiceid.ecapa.tune import Evaluator
+from voiceid.features.tables import write_logmel_table
 
 REPO = Path(__file__).resolve().parents[1]
 N_MELS = 20
@@ -157,7 +159,7 @@ def test_stage_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_stage_logs_final_run_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from stages.ecapa import main
     from voiceid import tracking
-    from voiceid.embedder import embed
+    from voiceid.ecapa.embed import embed
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     paths = _write_inputs(tmp_path)

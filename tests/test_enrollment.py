@@ -8,17 +8,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from conftest import synth_voice, write_wav
-from voiceid.champion import load_gallery
-from voiceid.enrollment import (
-    EnrollmentError,
-    EnrollmentStore,
-    EnrollParams,
-    check_name,
-    enroll_speaker,
-    usable_recordings,
-)
+
+from voiceid.serve.enroll import EnrollParams, enroll_speaker, usable_recordings
+from voiceid.serve.gallery import load_gallery
+from voiceid.serve.store import EnrollmentError, EnrollmentStore, check_name
 
 
 class FakeChampion:

@@ -9,12 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-import voiceid.featcache as featcache
 from conftest import REPO, synth_voice, write_wav
-from voiceid.audio import content_hash, load_audio
-from voiceid.featcache import FeatureCache, ManifestError, extract_features, write_tables
-from voiceid.features import FeatureParams, read_feature_table, read_logmel
+
+import voiceid.features.extract as featcache
+from voiceid.data.audio import content_hash, load_audio
+from voiceid.features.extract import (
+    FeatureCache,
+    ManifestError,
+    extract_features,
+    write_tables,
+)
+from voiceid.features.params import FeatureParams
+from voiceid.features.tables import read_feature_table, read_logmel
 
 P = FeatureParams(n_jobs=1)
 

@@ -8,21 +8,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import soxr
-
 from conftest import synth_voice
+
 from voiceid.config import ConfigError, from_mapping
-from voiceid.features import (
-    META_COLUMNS,
-    FeatureParams,
+from voiceid.features.params import FeatureParams
+from voiceid.features.signal import (
     clip_spectra,
     compute_sets,
     estimate_tuning,
     feature_names,
     feature_vector,
     logmel,
+    spectral_descriptors,
+)
+from voiceid.features.tables import (
+    META_COLUMNS,
     read_feature_table,
     read_logmel,
-    spectral_descriptors,
     write_feature_table,
     write_logmel_table,
 )

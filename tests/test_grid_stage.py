@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO
+
 from voiceid import tracking
 
 

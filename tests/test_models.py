@@ -6,7 +6,8 @@ import numpy as np
 import optuna
 import pytest
 
-from voiceid import models
+from voiceid.grid import classifiers
+from voiceid.scoring import classification
 
 N_SPK, DIM = 8, 20
 
@@ -20,48 +21,48 @@ def blobs(per: int, seed: int, spread: float = 0.6) -> tuple[np.ndarray, np.ndar
     return X, y
 
 
-def ctx(**kw: object) -> models.FitContext:
-    limits = models.CatBoostLimits(iterations_min=20, iterations_max=40, thread_count=1)
-    return models.FitContext(seed=0, n_features=DIM, min_class_count=5, catboost=limits, **kw)
+def ctx(**kw: object) -> classifiers.FitContext:
+    limits = classifiers.CatBoostLimits(iterations_min=20, iterations_max=40, thread_count=1)
+    return classifiers.FitContext(seed=0, n_features=DIM, min_class_count=5, catboost=limits, **kw)
 
 
-@pytest.mark.parametrize("name", sorted(models.FAMILIES))
+@pytest.mark.parametrize("name", sorted(classifiers.FAMILIES))
 def test_every_family_learns_separable_speakers(name: str) -> None:
-    family = models.get_family(name)
+    family = classifiers.get_family(name)
     X, y = blobs(5, seed=1)
     Xt, yt = blobs(3, seed=2)
-    pipe = models.fit_classifier(family, family.defaults(ctx()), X, y, ctx())
+    pipe = classifiers.fit_classifier(family, family.defaults(ctx()), X, y, ctx())
     proba = pipe.predict_proba(Xt)
     assert proba.shape == (len(yt), N_SPK)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
-    scores = models.classification_metrics(yt, proba, pipe.classes_)
+    scores = classification.classification_metrics(yt, proba, pipe.classes_)
     assert scores["f1_weighted"] > 0.9, scores
     # the scaler is fitted on the training rows only and lives in the pipeline
     np.testing.assert_allclose(pipe.named_steps["scale"].mean_, X.mean(axis=0), rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(models.FAMILIES))
+@pytest.mark.parametrize("name", sorted(classifiers.FAMILIES))
 def test_search_space_samples_build_and_fit(name: str) -> None:
-    family = models.get_family(name)
+    family = classifiers.get_family(name)
     X, y = blobs(5, seed=3)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
     for _ in range(2):
         trial = study.ask()
         params = family.space(trial, ctx())
-        pipe = models.fit_classifier(family, params, X, y, ctx())
+        pipe = classifiers.fit_classifier(family, params, X, y, ctx())
         assert pipe.predict_proba(X[:3]).shape == (3, N_SPK)
         study.tell(trial, 0.0)
 
 
 def test_svc_default_is_the_seed_recipe() -> None:
-    svc_params = models.get_family("svc").defaults(ctx())
+    svc_params = classifiers.get_family("svc").defaults(ctx())
     assert svc_params["C"] == 5.0 and svc_params["kernel"] == "rbf"
 
 
 def test_knn_caps_neighbours_at_training_size() -> None:
     X, y = blobs(1, seed=4)  # 8 rows
-    family = models.get_family("knn")
-    pipe = models.fit_classifier(family, {"n_neighbors": 15, "weights": "uniform", "metric": "euclidean"}, X, y, ctx())
+    family = classifiers.get_family("knn")
+    pipe = classifiers.fit_classifier(family, {"n_neighbors": 15, "weights": "uniform", "metric": "euclidean"}, X, y, ctx())
     assert pipe.named_steps["clf"].n_neighbors == len(y)
 
 
@@ -71,7 +72,7 @@ class Stop(Exception):
 
 @pytest.mark.parametrize("name", ["mlp", "catboost"])
 def test_iterative_families_report_and_stop_on_request(name: str) -> None:
-    family = models.get_family(name)
+    family = classifiers.get_family(name)
     X, y = blobs(5, seed=5)
     Xv, yv = blobs(2, seed=6)
     seen: list[tuple[int, float]] = []
@@ -83,7 +84,7 @@ def test_iterative_families_report_and_stop_on_request(name: str) -> None:
 
     params = {**family.defaults(ctx()), "epochs": 200}
     with pytest.raises(Stop):
-        models.fit_classifier(family, params, X, y, ctx(), models.Monitor(Xv, yv, report, every=10))
+        classifiers.fit_classifier(family, params, X, y, ctx(), classifiers.Monitor(Xv, yv, report, every=10))
     assert [s for s, _ in seen] == [10, 20]  # stopped at the second report, not at the end
     assert all(0.0 <= v <= 1.0 for _, v in seen)
 
@@ -92,7 +93,7 @@ def test_classification_metrics_by_hand() -> None:
     classes = np.array(["a", "b", "c"])
     proba = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
     y = np.array(["a", "b", "b", "c"])
-    m = models.classification_metrics(y, proba, classes)
+    m = classification.classification_metrics(y, proba, classes)
     assert m["accuracy"] == pytest.approx(0.75)
     # per class F1: a 2/3, b 2/3, c 1 -> macro 7/9; weights 1,2,1 -> weighted (2/3 + 4/3 + 1)/4
     assert m["f1_macro"] == pytest.approx(7 / 9)
@@ -104,13 +105,13 @@ def test_top5_counts_rank_and_unknown_labels() -> None:
     classes = np.array([f"s{i}" for i in range(7)])
     proba = np.tile(np.arange(7, 0, -1, dtype=float), (3, 1))  # ranking s0 > s1 > ... > s6
     y = np.array(["s4", "s6", "ghost"])  # rank 5 (hit), rank 7 (miss), not a class (miss)
-    m = models.classification_metrics(y, proba / proba.sum(axis=1, keepdims=True), classes)
+    m = classification.classification_metrics(y, proba / proba.sum(axis=1, keepdims=True), classes)
     assert m["top5_accuracy"] == pytest.approx(1 / 3)
     assert m["accuracy"] == 0.0
     with pytest.raises(ValueError, match="shape"):
-        models.classification_metrics(y, proba[:, :3], classes)
+        classification.classification_metrics(y, proba[:, :3], classes)
 
 
 def test_unknown_family_lists_known() -> None:
     with pytest.raises(ValueError, match="svc"):
-        models.get_family("xgboost")
+        classifiers.get_family("xgboost")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from voiceid import openset
-from voiceid.openset import Probes
+from voiceid.scoring import openset
+from voiceid.scoring.openset import Probes
 
 
 def example() -> Probes:

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-
 from conftest import REPO, synth_voice, write_wav
-from voiceid.prepare import MANIFEST_COLUMNS, PrepareParams, data_report, prepare
+
+from voiceid.data.prepare import MANIFEST_COLUMNS, PrepareParams, data_report, prepare
 
 BASE = PrepareParams(adapter="folder", source="", min_utts=6, utts_per_speaker=8, train_per_speaker=3,
                      val_per_speaker=2, n_enrolled=4, unknown_utts_per_speaker=2, n_jobs=1, seed=1)

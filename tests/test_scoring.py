@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from voiceid.scoring import cosine_matrix, cosine_pairs, det_curve, eer, l2_normalize, min_dcf, roc, s_norm
+from voiceid.scoring.cosine import cosine_matrix, cosine_pairs, l2_normalize, s_norm
+from voiceid.scoring.verification import det_curve, eer, min_dcf, roc
 
 # Targets 0.9, 0.5; non-targets 0.7, 0.3, 0.1, 0.0.  Accept score >= t:
 #   t:      0.0   0.1   0.3   0.5   0.7   0.9   inf

@@ -17,9 +17,10 @@ import librosa
 import numpy as np
 import pytest
 
-from voiceid.audio import load_audio
-from voiceid.features import FeatureParams, clip_spectra, compute_sets, estimate_tuning
-from voiceid.seed_recipe import SEED_BLOCKS, seed_features
+from voiceid.data.audio import load_audio
+from voiceid.features.params import FeatureParams
+from voiceid.features.seed_recipe import SEED_BLOCKS, seed_features
+from voiceid.features.signal import clip_spectra, compute_sets, estimate_tuning
 
 # the seed recipe itself warns on 1 s digits (its CQT window exceeds the signal)
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:n_fft=:UserWarning"),

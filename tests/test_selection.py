@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from synthetic_select import fit_logreg, gaussian_bank
-from voiceid.features import FeatureParams
-from voiceid.selection import FeatureBank, SelectParams, Source, select
+
+from voiceid.features.params import FeatureParams
+from voiceid.select.candidates import FeatureBank, Source
+from voiceid.select.params import SelectParams
+from voiceid.select.protocol import select
 
 REPO = Path(__file__).resolve().parents[1]
 FEATURES = FeatureParams(sets=("mfcc60",))
@@ -118,7 +120,7 @@ def log_fake_final(family: str, value: float, data_hash: str, model: object, fea
 
 
 def test_find_sources_best_val_run_of_this_data(store: str) -> None:
-    from voiceid.selection_report import find_sources, load_sources
+    from voiceid.select.sources import find_sources, load_sources
 
     bank = gaussian_bank()
     model = fit_logreg(bank)
@@ -137,7 +139,7 @@ def test_find_sources_best_val_run_of_this_data(store: str) -> None:
 
 def test_stage_writes_metrics_plots_and_registers_champion(store: str, tmp_path: Path) -> None:
     from voiceid import tracking
-    from voiceid.features import write_feature_table
+    from voiceid.features.tables import write_feature_table
 
     sys.path.insert(0, str(REPO))
     from stages.selection import main
@@ -179,12 +181,12 @@ def test_stage_writes_metrics_plots_and_registers_champion(store: str, tmp_path:
 def test_ecapa_candidate_from_an_exported_run(store: str) -> None:
     """The ECAPA stage's run layout (pt2 graph + ecapa_config.json) becomes an embedding candidate."""
     import torch
+    from synthetic_select import layout
 
     from voiceid import tracking
-    from voiceid.champion import EcapaEmbedder
-    from voiceid.ecapa import ECAPATDNN, EcapaConfig
-    from voiceid.selection_report import find_sources, load_sources
-    from synthetic_select import layout
+    from voiceid.ecapa.model import ECAPATDNN, EcapaConfig
+    from voiceid.select.sources import find_sources, load_sources
+    from voiceid.serve.frontend import EcapaEmbedder
 
     config = EcapaConfig(n_mels=20, channels=16, scale=4, se_channels=8, attention_channels=8, embedding_dim=8, cmn=False)
     torch.manual_seed(0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from voiceid.splits import SplitPlan, assign_roles
+from voiceid.data.splits import SplitPlan, assign_roles
 
 
 def table(n_speakers: int = 10, utts: int = 12, singles: int = 6) -> pd.DataFrame:

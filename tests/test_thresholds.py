@@ -8,14 +8,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from voiceid.scoring import eer
-from voiceid.thresholds import (
+from voiceid.scoring.calibration import ScoreCalibrator
+from voiceid.scoring.verification import eer
+from voiceid.select.calibration import brier_multiclass, calibrate_classifier
+from voiceid.select.thresholds import (
     EerThreshold,
     FBetaThreshold,
     FprThreshold,
-    ScoreCalibrator,
-    brier_multiclass,
-    calibrate_classifier,
     fit_thresholds,
     make_threshold,
 )

@@ -13,6 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from voiceid import tracking
+from voiceid.viz.confusion import confusion_figure
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_final_run_logs_model_figure_and_is_found_by_metric(store: str) -> None:
     best = tracking.log_final_run(
         exp, "best", params={"C": 2}, metrics={"val_f1_weighted": 0.9, "test_f1_weighted": float("nan")},
         model=model, input_example=X[:2],
-        figures={"confusion_matrix.png": tracking.confusion_figure(np.eye(2), ["a", "b"])},
+        figures={"confusion_matrix.png": confusion_figure(np.eye(2), ["a", "b"])},
         json_artifacts={"classes.json": list(model.classes_)}, **common,
     )
     found = tracking.search_best_run(exp, "logreg", "val_f1_weighted")

@@ -32,6 +32,7 @@ import yaml
 
 T = TypeVar("T")
 
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -72,9 +73,7 @@ def from_mapping(cls: type[T], data: Any, key: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"params.yaml: unknown key '{key}.{unknown[0]}' (known: {', '.join(sorted(fields))})"
-        )
+        raise ConfigError(f"params.yaml: unknown key '{key}.{unknown[0]}' (known: {', '.join(sorted(fields))})")
     hints = get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, field in fields.items():

@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from voiceid.tracking._common import STAGE_TAG, Flavor, log_contents, str_tags, trusted_unpickling
+from voiceid.tracking._common import (
+    STAGE_TAG,
+    Flavor,
+    log_contents,
+    str_tags,
+    trusted_unpickling,
+)
 from voiceid.tracking.config import import_mlflow, pip_requirements, set_experiment
 
 SKLEARN_REQUIREMENTS = ("scikit-learn", "numpy", "scipy", "cloudpickle", "pandas")
@@ -84,7 +90,10 @@ def log_model(
         import mlflow.pytorch
 
         return mlflow.pytorch.log_model(
-            model, name="model", signature=signature, input_example=input_example,
+            model,
+            name="model",
+            signature=signature,
+            input_example=input_example,
             pip_requirements=_pins(requirements, PYTORCH_REQUIREMENTS),
         )
     raise _unknown_flavor(flavor)
@@ -126,8 +135,12 @@ def log_pytorch_model(
     )
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
-            model, name="model", signature=signature, input_example=input_example,
-            pip_requirements=_pins(requirements, PYTORCH_REQUIREMENTS), serialization_format="pt2",
+            model,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=_pins(requirements, PYTORCH_REQUIREMENTS),
+            serialization_format="pt2",
         )
         mlflow.set_tag("model_uri", info.model_uri)
     return info.model_uri
@@ -218,4 +231,3 @@ def load_model(uri: str, flavor: Flavor = "sklearn") -> Any:
         import mlflow.pytorch
 
         return mlflow.pytorch.load_model(uri)
-

@@ -1,4 +1,4 @@
-"""MLflow pyfunc wrapper of :class:`voiceid.champion.Champion`.
+"""MLflow pyfunc wrapper of :class:`voiceid.serve.champion.Champion`.
 
 Kept tiny on purpose: the model logic lives in :mod:`voiceid.champion`; this class only
 unpickles the champion artifact and forwards ``predict``.  The voiceid package is logged with
@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from voiceid.champion import Champion, load_champion
+from voiceid.serve.champion import Champion
+from voiceid.serve.persist import load_champion
 from voiceid.tracking.config import import_mlflow
 
 import_mlflow()  # telemetry off before mlflow.pyfunc pulls mlflow in

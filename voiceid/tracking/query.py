@@ -36,8 +36,7 @@ class RunRecord:
         return self.tags.get("family", "")
 
 
-def _filter(stage: str | None, family: str | None = None, tags: Mapping[str, str] | None = None,
-            extra: str | None = None) -> str:
+def _filter(stage: str | None, family: str | None = None, tags: Mapping[str, str] | None = None, extra: str | None = None) -> str:
     clauses = [f"tags.{STAGE_TAG} = '{quote(stage)}'"] if stage is not None else []
     if family is not None:
         clauses.append(f"tags.family = '{quote(family)}'")
@@ -49,16 +48,14 @@ def _filter(stage: str | None, family: str | None = None, tags: Mapping[str, str
 
 def _experiments(client: Any, prefix: str) -> dict[str, str]:
     """``{experiment_id: name}`` of every experiment named ``prefix*``."""
-    return {e.experiment_id: e.name for e in client.search_experiments(max_results=_MAX_RESULTS)
-            if e.name.startswith(prefix)}
+    return {e.experiment_id: e.name for e in client.search_experiments(max_results=_MAX_RESULTS) if e.name.startswith(prefix)}
 
 
 def _search(client: Any, names: Mapping[str, str], filter_string: str) -> list[RunRecord]:
     """Runs of the experiments ``names`` (id -> name) matching ``filter_string``, newest first."""
     if not names:
         return []
-    runs = client.search_runs(list(names), filter_string=filter_string, order_by=_NEWEST_FIRST,
-                              max_results=_MAX_RESULTS)
+    runs = client.search_runs(list(names), filter_string=filter_string, order_by=_NEWEST_FIRST, max_results=_MAX_RESULTS)
     return [
         RunRecord(
             run_id=r.info.run_id,
@@ -132,7 +129,7 @@ def load_run_json(run_id: str, artifact: str) -> Any:
     mlflow = import_mlflow()
     try:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact}")
-    except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing file
+    except Exception as exc:
         raise FileNotFoundError(f"run {run_id}: artifact {artifact!r} not readable ({exc})") from exc
 
 

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voiceid.tracking._common import STAGE_TAG, Flavor, Stage, finite, log_contents, quote, str_tags
+from voiceid.tracking._common import (
+    STAGE_TAG,
+    Flavor,
+    Stage,
+    finite,
+    log_contents,
+    quote,
+    str_tags,
+)
 from voiceid.tracking.config import import_mlflow, set_experiment
 from voiceid.tracking.models import log_model
 
@@ -150,28 +158,6 @@ def annotate_run(run_id: str, *, tags: Mapping[str, Any] | None = None, metrics:
     for key, value in (metrics or {}).items():
         if finite(value):
             client.log_metric(run_id, str(key), float(value))
-
-
-def confusion_figure(cm: np.ndarray, labels: Sequence[str], title: str = "") -> Figure:
-    """Heat map of a confusion matrix (rows: true, columns: predicted)."""
-    from matplotlib.figure import Figure
-
-    cm = np.asarray(cm)
-    n = max(len(labels), 1)
-    size = min(4 + 0.25 * n, 20)
-    fig = Figure(figsize=(size, size * 0.9))
-    ax = fig.add_subplot()
-    image = ax.imshow(cm, cmap="Blues", interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    ticks = np.arange(len(labels))
-    font = max(4, 10 - n // 10)
-    ax.set_xticks(ticks, labels=list(labels), rotation=90, fontsize=font)
-    ax.set_yticks(ticks, labels=list(labels), fontsize=font)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
 
 
 def log_final_run(

@@ -1,0 +1,71 @@
+"""ECAPA's inputs: the logmel table split into training, validation and test utterances."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from voiceid.ecapa.params import EcapaError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Utterances:
+    feats: list[np.ndarray]
+    speakers: np.ndarray  # (n,) str
+    utt_ids: np.ndarray  # (n,) str
+
+
+@dataclass(frozen=True)
+class EcapaData:
+    """Enrollment (= training) utterances and the held-out utterances of val and test."""
+
+    n_mels: int
+    train: Utterances
+    val: Utterances
+    test: Utterances
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for part in (self.train, self.val, self.test):
+            h.update("\n".join(part.utt_ids).encode())
+            h.update("\n".join(part.speakers).encode())
+            for f in part.feats:
+                h.update(np.ascontiguousarray(f).tobytes())
+        return h.hexdigest()
+
+
+def split_logmel(meta: pd.DataFrame, mats: Sequence[np.ndarray], source: str = "logmel table") -> EcapaData:
+    """Enrolled train rows for training/enrollment; all rows of val and test as held-out.
+
+    An utterance with no frames or non-finite values is skipped with a warning naming it.
+    """
+    bands = {m.shape[1] for m in mats if m.ndim == 2}
+    if len(bands) != 1 or any(m.ndim != 2 for m in mats):
+        raise EcapaError(f"{source}: expected (n_frames, n_mels) matrices with one n_mels, found {sorted(bands)}")
+    ok = np.array([len(m) > 0 and bool(np.isfinite(m).all()) for m in mats], dtype=bool)
+    for utt in meta.loc[~ok, "utt_id"]:
+        log.warning("%s: utterance %s has no frames or non-finite values; skipped", source, utt)
+    parts = {}
+    for split in ("train", "val", "test"):
+        mask = ok & (meta["split"] == split).to_numpy()
+        if split == "train":
+            mask &= (meta["role"] == "enrolled").to_numpy()
+        if not mask.any():
+            raise EcapaError(f"{source}: no usable {'enrolled ' if split == 'train' else ''}rows in split {split!r}")
+        idx = np.flatnonzero(mask)
+        parts[split] = Utterances(
+            [np.asarray(mats[i], dtype=np.float32) for i in idx],
+            meta["speaker"].astype(str).to_numpy()[idx],
+            meta["utt_id"].astype(str).to_numpy()[idx],
+        )
+    if len(set(parts["train"].speakers)) < 2:
+        raise EcapaError(f"{source}: need at least 2 enrolled speakers with train rows")
+    return EcapaData(bands.pop(), parts["train"], parts["val"], parts["test"])

@@ -1,0 +1,64 @@
+"""The ``features`` section of params.yaml and the names of the feature sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+SetName = Literal["seed498", "mfcc60", "extended", "logmel"]
+
+
+SET_NAMES: tuple[str, ...] = ("seed498", "mfcc60", "extended", "logmel")
+
+
+VECTOR_SETS: tuple[str, ...] = ("seed498", "mfcc60", "extended")
+
+
+# Bumped whenever a formula changes, so cached vectors from older code are not reused.
+FEATURE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LogmelParams:
+    """Frame-level log-mel front end shared by ECAPA training and inference."""
+
+    n_mels: int = 80
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: int = 512
+    fmin: float = 20.0
+    fmax: float = 7600.0
+    log_floor: float = 1e-6  # log(mel + floor): keeps digital silence finite
+
+    def check(self) -> None:
+        if self.n_mels < 1:
+            raise ValueError(f"logmel.n_mels must be >= 1, found {self.n_mels}")
+        if not 0 < self.hop_ms <= self.win_ms:
+            raise ValueError(f"logmel needs 0 < hop_ms <= win_ms, found {self.hop_ms}/{self.win_ms}")
+        if not 0 <= self.fmin < self.fmax:
+            raise ValueError(f"logmel needs 0 <= fmin < fmax, found {self.fmin}/{self.fmax}")
+        if self.log_floor <= 0:
+            raise ValueError(f"logmel.log_floor must be > 0, found {self.log_floor}")
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """The ``features`` section of params.yaml."""
+
+    sets: tuple[SetName, ...] = ("seed498", "mfcc60", "extended", "logmel")
+    sample_rate: int = 16000  # pipeline rate: must equal prepare.sample_rate (content hashes use it)
+    tonnetz_chroma: Literal["stft", "cqt"] = "stft"
+    delta_width: int = 9
+    logmel: LogmelParams = LogmelParams()
+    n_jobs: int = -1
+
+    def check(self) -> None:
+        if not self.sets:
+            raise ValueError("sets must name at least one feature set")
+        if len(set(self.sets)) != len(self.sets):
+            raise ValueError(f"sets has duplicates: {list(self.sets)}")
+        if self.delta_width < 3 or self.delta_width % 2 == 0:
+            raise ValueError(f"delta_width must be odd and >= 3, found {self.delta_width}")
+        if self.logmel.fmax > self.sample_rate / 2:
+            raise ValueError(f"logmel.fmax {self.logmel.fmax} exceeds Nyquist of {self.sample_rate} Hz")
+        self.logmel.check()

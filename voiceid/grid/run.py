@@ -1,0 +1,222 @@
+"""One grid cell end to end: tune a family on a feature set, refit the best, log the final run.
+
+``run_family`` is what ``stages/grid.py`` and ``benchmarks/grid_az_digits.py`` call; the
+study mechanics live in ``voiceid.tuning`` and the MLflow calls in ``voiceid.tracking``.
+
+Final runs (tag ``stage=final``) carry params (hyper-parameters, ``seed``, ``objective``),
+metrics ``val_<m>`` (the tuning rows) and ``test_<m>`` for m in accuracy, f1_weighted,
+f1_macro, top5_accuracy (classifiers) or ari, nmi, accuracy, f1_weighted, f1_macro,
+n_clusters, noise_fraction (clustering), plus ``fit_seconds``; the test metrics are also
+logged under their bare names (``f1_weighted``, ``accuracy``, ...) so the MLflow UI compares
+every family, ECAPA included, on the same columns; the model (sklearn flavour,
+``predict_proba`` for classifiers), ``confusion_matrix.png``, ``classes.json`` and
+``feature_columns.json``; tags family, feature_set, kind, git_commit, data_hash, seed,
+dataset, study_name, study_run_id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from threadpoolctl import threadpool_limits
+
+from voiceid import tracking
+from voiceid.grid import classifiers, clustering
+from voiceid.grid.data import GridData
+from voiceid.grid.objectives import (
+    classifier_objective,
+    clustering_objective,
+    fit_context,
+    tuning_cluster_data,
+)
+from voiceid.grid.params import GridParams, family_kind, grid_run_params
+from voiceid.scoring import classification
+from voiceid.study import (
+    best_params,
+    open_study,
+    optimize,
+    study_name,
+    timed,
+    trial_counts,
+    trial_logger,
+)
+from voiceid.viz.confusion import confusion_figure
+
+
+@dataclass(frozen=True)
+class FamilyResult:
+    """Outcome of one (family, feature set) cell; ``summary()`` goes into metrics/<family>.json."""
+
+    family: str
+    feature_set: str
+    kind: str
+    objective: str
+    study_name: str
+    study_run_id: str
+    final_run_id: str
+    best_trial: int
+    best_params: dict[str, Any]
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    fit_seconds: float
+    counts: dict[str, int]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            f"val_{self.objective}": self.val_metrics[self.objective],
+            **{f"test_{k}": v for k, v in self.test_metrics.items()},
+            "fit_seconds": round(self.fit_seconds, 4),
+            **self.counts,
+            "best_trial": self.best_trial,
+            "final_run_id": self.final_run_id,  # its tags name the study and the study run
+        }
+
+
+def run_family(
+    name: str, data: GridData, params: GridParams, base_tags: Mapping[str, str], *, log_model: bool = True
+) -> FamilyResult:
+    """Tune ``name`` on ``data`` (resuming its study), then refit and log the final run.
+
+    BLAS is held to one thread: the matrices are small, and on a busy machine idle BLAS
+    threads spin and made an MLP fit 14x slower (42.6 s vs 3.0 s measured on az_digits).
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run_family(name, data, params, base_tags, log_model)
+
+
+def _run_family(name: str, data: GridData, params: GridParams, base_tags: Mapping[str, str], log_model: bool) -> FamilyResult:
+    kind = family_kind(name)
+    objective_name = params.objective if kind == "classifier" else params.clustering_objective
+    space_key = (sorted(_defaults(name, data, params)), params.catboost if name == "catboost" else None)
+    sname = study_name(params.dataset_name, data.feature_set, name, objective_name, data.fingerprint, space_key)
+    experiment = tracking.experiment_name(params.dataset_name, data.feature_set)
+    tags = {
+        **base_tags,
+        "family": name,
+        "feature_set": data.feature_set,
+        "kind": kind,
+        "seed": str(params.seed),
+        "dataset": params.dataset_name,
+        "study_name": sname,
+    }
+    if kind == "classifier":
+        family = classifiers.get_family(name)
+        ctx = fit_context(data, params)
+        space = lambda trial: family.space(trial, ctx)  # noqa: E731
+        defaults = family.defaults(ctx)
+        objective = classifier_objective(name, data, params)
+        iterative = family.iterative
+    else:
+        cfamily = clustering.get_family(name)
+        space, defaults, iterative = cfamily.space, cfamily.defaults, False
+        objective = clustering_objective(name, data, params)
+    pruner: optuna.pruners.BasePruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=params.pruner_startup_trials, n_warmup_steps=params.report_every)
+        if iterative
+        else optuna.pruners.NopPruner()
+    )
+    study = open_study(sname, params.storage, seed=params.seed, startup_trials=params.tpe_startup_trials, pruner=pruner)
+
+    with tracking.start_study_run(experiment, sname, tags, params=grid_run_params(params)) as srun:
+        logger = trial_logger(srun, tags)
+        for trial in study.get_trials(deepcopy=False):  # finished before a crash, never logged
+            if trial.state.is_finished() and trial.number not in srun.logged_trials:
+                logger(study, trial)
+        optimize(study, objective, n_trials=params.n_trials, timeout_s=params.timeout_s, defaults=defaults, callbacks=[logger])
+        hp = best_params(study, space)
+        best, counts = study.best_trial, trial_counts(study)
+    tracking.annotate_run(srun.run_id, tags={"best_trial": best.number}, metrics={"best_objective": best.value, **counts})
+
+    final_tags = {**tags, "study_run_id": srun.run_id, "best_trial": str(best.number), "objective": objective_name}
+    run_params = {**hp, "seed": params.seed, "objective": objective_name, "refit_on": "train"}
+    if kind == "classifier":
+        val_m, test_m, fit_s, run_id = _final_classifier(name, hp, data, params, experiment, run_params, final_tags, log_model)
+    else:
+        val_m, test_m, fit_s, run_id = _final_clustering(name, hp, data, params, experiment, run_params, final_tags, log_model)
+    tracking.annotate_run(srun.run_id, tags={"final_run_id": run_id})
+    return FamilyResult(
+        name, data.feature_set, kind, objective_name, sname, srun.run_id, run_id, best.number, hp, val_m, test_m, fit_s, counts
+    )
+
+
+def _final_classifier(
+    name: str,
+    hp: dict[str, Any],
+    data: GridData,
+    params: GridParams,
+    experiment: str,
+    run_params: dict[str, Any],
+    tags: dict[str, str],
+    log_model: bool,
+) -> tuple[dict[str, float], dict[str, float], float, str]:
+    family = classifiers.get_family(name)
+    ctx = fit_context(data, params)
+    pipe, fit_s = timed(lambda: classifiers.fit_classifier(family, hp, data.train.X, data.train.y, ctx))
+    classes = np.asarray(pipe.classes_)
+    val_m = classification.classification_metrics(data.val.y, pipe.predict_proba(data.val.X), classes)
+    test_proba = pipe.predict_proba(data.test.X)
+    test_m = classification.classification_metrics(data.test.y, test_proba, classes)
+    cm = classification.confusion(data.test.y, classification.predict_labels(test_proba, classes), classes)
+    title = f"{name} on {data.feature_set}: test f1_weighted {test_m['f1_weighted']:.3f}"
+    run_id = tracking.log_final_run(
+        experiment,
+        f"{name}-final",
+        params=run_params,
+        metrics={**test_m, **_prefixed("val", val_m), **_prefixed("test", test_m), "fit_seconds": fit_s},
+        tags=tags,
+        model=pipe if log_model else None,
+        input_example=data.train.X[:2],
+        requirements=tracking.pip_requirements(*tracking.SKLEARN_REQUIREMENTS, *family.requirements),
+        figures={"confusion_matrix.png": confusion_figure(cm, [str(c) for c in classes], title)},
+        json_artifacts={"classes.json": [str(c) for c in classes], "feature_columns.json": list(data.feature_names)},
+    )
+    return val_m, test_m, fit_s, run_id
+
+
+def _final_clustering(
+    name: str,
+    hp: dict[str, Any],
+    data: GridData,
+    params: GridParams,
+    experiment: str,
+    run_params: dict[str, Any],
+    tags: dict[str, str],
+    log_model: bool,
+) -> tuple[dict[str, float], dict[str, float], float, str]:
+    tune = tuning_cluster_data(data)
+    _, tune_labels = clustering.fit_clusterer(name, hp, tune, params.seed)
+    val_m = clustering.clustering_metrics(np.concatenate([data.train.y, data.val.y]), tune_labels)
+    test_data = clustering.ClusterData(data.train.X, data.train.y, data.test.X, tune.n_clusters)
+    (pipe, labels), fit_s = timed(lambda: clustering.fit_clusterer(name, hp, test_data, params.seed))
+    test_m = clustering.clustering_metrics(data.test.y, labels)
+    matched = clustering.matched_labels(data.test.y, labels).astype(str)
+    speakers = [str(s) for s in np.unique(data.test.y)]
+    axis = speakers + ([clustering.UNMATCHED] if (matched == clustering.UNMATCHED).any() else [])
+    cm = classification.confusion(data.test.y.astype(str), matched, np.asarray(axis))
+    title = f"{name} on {data.feature_set}: test ARI {test_m['ari']:.3f}"
+    run_id = tracking.log_final_run(
+        experiment,
+        f"{name}-final",
+        params={**run_params, "refit_on": "test rows (transductive clustering)"},
+        metrics={**test_m, **_prefixed("val", val_m), **_prefixed("test", test_m), "fit_seconds": fit_s},
+        tags=tags,
+        model=pipe if log_model else None,
+        input_example=data.test.X[:2],
+        figures={"confusion_matrix.png": confusion_figure(cm, axis, title)},
+        json_artifacts={"classes.json": speakers, "feature_columns.json": list(data.feature_names)},
+    )
+    return val_m, test_m, fit_s, run_id
+
+
+def _defaults(name: str, data: GridData, params: GridParams) -> dict[str, Any]:
+    if name in classifiers.FAMILIES:
+        return classifiers.get_family(name).defaults(fit_context(data, params))
+    return dict(clustering.get_family(name).defaults)
+
+
+def _prefixed(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in metrics.items()}

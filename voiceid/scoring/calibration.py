@@ -1,0 +1,43 @@
+"""Score calibration of a scalar decision score (logistic), fitted on validation data only."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from sklearn.base import BaseEstimator
+from sklearn.linear_model import LogisticRegression
+
+from voiceid.scoring.openset import detection_labels
+
+
+class ScoreCalibrator(BaseEstimator):
+    """Logistic calibration of a 1-D score: ``p = 1 / (1 + exp(-(a_ * s + b_)))``.
+
+    Fitted on validation trials (score of a probe against one enrolled speaker, label 1 when
+    it is that speaker), it turns cosine similarities into probabilities.  Monotone, so a
+    threshold on the probability is a threshold on the cosine (:meth:`inverse`).
+    """
+
+    def __init__(self, C: float = 1e4) -> None:
+        self.C = C
+
+    def fit(self, scores: ArrayLike, labels: ArrayLike) -> ScoreCalibrator:
+        s, y = detection_labels(scores, labels)
+        lr = LogisticRegression(C=self.C, max_iter=1000).fit(s[:, None], y)
+        self.a_, self.b_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        if self.a_ <= 0:
+            raise ValueError("calibration failed: higher scores are not more likely targets on this data")
+        return self
+
+    def predict_proba(self, scores: ArrayLike) -> NDArray[np.float64]:
+        """Calibrated probability (same shape as ``scores``) that each trial is a target."""
+        z = self.a_ * np.asarray(scores, dtype=np.float64) + self.b_
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic function without overflow
+
+    def inverse(self, p: float) -> float:
+        """The raw score whose calibrated probability is ``p`` (0 -> -inf, 1 -> +inf)."""
+        if p <= 0.0:
+            return float("-inf")
+        if p >= 1.0:
+            return float("inf")
+        return float((np.log(p / (1.0 - p)) - self.b_) / self.a_)

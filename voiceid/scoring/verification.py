@@ -1,0 +1,190 @@
+"""Speaker-verification scoring: cosine scores, DET/ROC points, EER, minDCF, s-norm.
+
+Pure numpy, no file handling, so every stage (embedder training, open-set selection) computes
+the same figures the same way.  Conventions, used throughout:
+
+* ``scores``: higher means "more likely the same speaker"; ``labels``: 1 for a target trial
+  (same speaker), 0 for a non-target trial.
+* A threshold ``t`` accepts every trial with ``score >= t``.  Candidate thresholds are the
+  distinct scores plus ``+inf`` (reject everything), so both extremes are always on the curve.
+* ``P_miss(t)`` = share of target trials rejected, ``P_fa(t)`` = share of non-targets accepted.
+
+Example:
+    >>> scores = [0.9, 0.4, 0.6, 0.1]
+    >>> labels = [1, 1, 0, 0]
+    >>> eer(scores, labels)
+    (0.5, 0.6)
+    >>> min_dcf(scores, labels, p_target=0.5)
+    (0.5, 0.4)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.stats import norm
+
+
+class DetPoints(NamedTuple):
+    """Error rates at each candidate threshold, thresholds ascending (P_fa falls, P_miss rises)."""
+
+    p_fa: NDArray[np.float64]
+    p_miss: NDArray[np.float64]
+    thresholds: NDArray[np.float64]
+
+
+class RocPoints(NamedTuple):
+    """ROC points (false positive rate, true positive rate), thresholds ascending."""
+
+    fpr: NDArray[np.float64]
+    tpr: NDArray[np.float64]
+    thresholds: NDArray[np.float64]
+
+
+def check_binary(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    positive: str = "target",
+    negative: str = "non-target",
+    what: str = "trials",
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Validated 1-D ``(scores, labels)``: finite scores, 0/1 labels, both classes present.
+
+    ``positive``/``negative``/``what`` name the label-1 / label-0 items in the error
+    messages (the open-set rules call them "enrolled" / "unknown" "probes").
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    raw = np.asarray(labels).ravel()
+    if s.shape != raw.shape:
+        raise ValueError(f"scores and labels differ in length: {s.size} vs {raw.size}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or infinite values")
+    if not np.all(np.isin(raw, (0, 1))):
+        raise ValueError(f"labels must be 0 ({negative}) or 1 ({positive})")
+    y = raw.astype(bool)
+    if y.all() or not y.any():
+        raise ValueError(
+            f"need both {positive} and {negative} {what}, found {int(y.sum())} {positive} and {int((~y).sum())} {negative}"
+        )
+    return s, y
+
+
+def det_curve(scores: ArrayLike, labels: ArrayLike) -> DetPoints:
+    """P_fa and P_miss at every distinct score and at +inf.
+
+    Example:
+        >>> det_curve([0.9, 0.4, 0.6, 0.1], [1, 1, 0, 0])
+        DetPoints(p_fa=array([1. , 0.5, 0.5, 0. , 0. ]), p_miss=array([0. , 0. , 0.5, 0.5, 1. ]), thresholds=array([0.1, 0.4, 0.6, 0.9, inf]))
+    """
+    s, y = check_binary(scores, labels)
+    order = np.argsort(s, kind="mergesort")
+    s, y = s[order], y[order]
+    thresholds, first = np.unique(s, return_index=True)  # first index of each distinct score
+    # Trials strictly below a threshold are rejected: count them by the first index of that score.
+    tar_below = np.concatenate([np.cumsum(y)[first - 1] * (first > 0), [y.sum()]])
+    non_below = np.concatenate([np.cumsum(~y)[first - 1] * (first > 0), [(~y).sum()]])
+    thresholds = np.concatenate([thresholds, [np.inf]])
+    # Rates from integer counts, so equal error counts give bit-equal rates (exact EER crossings).
+    p_miss = tar_below / y.sum()
+    p_fa = ((~y).sum() - non_below) / (~y).sum()
+    return DetPoints(p_fa.astype(np.float64), p_miss.astype(np.float64), thresholds)
+
+
+def roc(scores: ArrayLike, labels: ArrayLike) -> RocPoints:
+    """ROC points: false positive rate and true positive rate at each candidate threshold.
+
+    Example:
+        >>> roc([0.9, 0.4, 0.6, 0.1], [1, 1, 0, 0]).tpr
+        array([1. , 1. , 0.5, 0.5, 0. ])
+    """
+    p_fa, p_miss, thresholds = det_curve(scores, labels)
+    return RocPoints(p_fa, 1.0 - p_miss, thresholds)
+
+
+def eer(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
+    """Equal error rate and the threshold where P_miss meets P_fa.
+
+    Between the last threshold with P_miss < P_fa and the next one the two rates are linearly
+    interpolated (the standard ROC-segment EER).  The returned threshold is that next one: the
+    lowest threshold at which P_miss >= P_fa.
+
+    Example:
+        >>> eer([3.0, 2.0, 1.0, 0.0], [1, 1, 0, 0])
+        (0.0, 2.0)
+    """
+    p_fa, p_miss, thresholds = det_curve(scores, labels)
+    diff = p_fa - p_miss  # falls from 1 (t = min score) to -1 (t = inf)
+    i = int(np.argmax(diff <= 0))  # first crossing; exists because diff[-1] = -1
+    if i == 0 or diff[i] == 0:
+        return float(p_miss[i]), float(thresholds[i])
+    alpha = diff[i - 1] / (diff[i - 1] - diff[i])
+    rate = p_miss[i - 1] + alpha * (p_miss[i] - p_miss[i - 1])
+    return float(rate), float(thresholds[i])
+
+
+def min_dcf(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    p_target: float = 0.01,
+    c_miss: float = 1.0,
+    c_fa: float = 1.0,
+) -> tuple[float, float]:
+    """Minimum normalised detection cost (NIST SRE) and the threshold reaching it.
+
+    ``DCF(t) = c_miss * p_target * P_miss(t) + c_fa * (1 - p_target) * P_fa(t)``, divided by
+    the cost of the best trivial system, ``min(c_miss * p_target, c_fa * (1 - p_target))``, so
+    1.0 means "no better than always rejecting (or always accepting)".
+
+    Example:
+        >>> min_dcf([0.9, 0.4, 0.6, 0.1], [1, 1, 0, 0], p_target=0.01)
+        (0.5, 0.9)
+    """
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must be in (0, 1), found {p_target}")
+    if c_miss <= 0 or c_fa <= 0:
+        raise ValueError(f"costs must be positive, found c_miss={c_miss}, c_fa={c_fa}")
+    p_fa, p_miss, thresholds = det_curve(scores, labels)
+    dcf = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
+    dcf /= min(c_miss * p_target, c_fa * (1.0 - p_target))
+    i = int(np.argmin(dcf))
+    return float(dcf[i]), float(thresholds[i])
+
+
+def far_threshold(scores: ArrayLike, nontarget: ArrayLike, far: float) -> float:
+    """Lowest threshold (one of ``scores`` or +inf) accepting at most a share ``far`` of the non-targets.
+
+    The one FAR rule of voiceid: open-set DIR@FAR and the ``fpr`` threshold both use it.
+    With n non-target scores the reachable rates are multiples of 1/n.
+
+    >>> far_threshold([0.9, 0.8, 0.7, 0.2], [False, False, True, True], 0.0)
+    0.8
+    >>> far_threshold([0.9, 0.8, 0.7, 0.2], [False, False, True, True], 0.5)
+    0.7
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    non = np.asarray(nontarget, dtype=bool)
+    if not 0.0 <= far < 1.0:
+        raise ValueError(f"far must be in [0, 1), found {far}")
+    if s.shape != non.shape or not non.any():
+        raise ValueError(f"need one non-target flag per score and at least one non-target, found {s.shape} / {int(non.sum())}")
+    candidates = np.concatenate([np.unique(s), [np.inf]])
+    unk = np.sort(s[non])
+    # non-targets at or above each candidate, by binary search
+    accepted = len(unk) - np.searchsorted(unk, candidates, side="left")
+    ok = accepted <= far * len(unk) + 1e-9  # tolerance: far * n is often meant as an integer
+    return float(candidates[int(np.argmax(ok))])
+
+
+DET_CLIP = 1e-3  # rates of 0 or 1 sit at +-3.1 deviates instead of infinity
+
+
+def probit(rate: ArrayLike) -> NDArray[np.float64]:
+    """Normal deviate of a rate, the axis of DET plots; 0 and 1 are clipped to ``DET_CLIP`` to stay finite.
+
+    >>> [round(float(x), 2) for x in probit([0.5, 0.0])]
+    [0.0, -3.09]
+    """
+    return np.asarray(norm.ppf(np.clip(np.asarray(rate, dtype=np.float64), DET_CLIP, 1 - DET_CLIP)), dtype=np.float64)
