@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONHASHSEED := 0
 
-.PHONY: setup run test test-all bench browser clean-runs
+.PHONY: setup run lint test test-all bench browser clean-runs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	# constraints.txt pins the whole tree; torch==2.13.0 resolves to the local CPU wheel.
 	$(BIN)/python -m pip install -q -e '.[dev]' -c constraints.txt
+	# resemblyzer (feature set dvector; its pretrained weights ship in the wheel) without its
+	# declared deps: `webrtcvad` is a C source build (pyproject installs webrtcvad-wheels, the
+	# same module prebuilt) and the `typing` backport breaks Python 3.11; librosa, numpy,
+	# scipy and torch come pinned from the line above.
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt resemblyzer==0.1.4
 	# Compile librosa's numba kernels once, serially: parallel first compiles corrupt the cache.
 	$(BIN)/python -c "from voiceid.features.jit import warm_jit_caches; warm_jit_caches()"
 	touch $(STAMP)
@@ -44,7 +49,11 @@ browser:
 	  else echo "make browser: not root or no apt-get; the browser test will skip"; fi; \
 	fi
 
-test: setup browser
+# Lint and type-check (config in pyproject.toml); `make test` runs it first, so CI fails on it.
+lint: setup
+	$(BIN)/ruff check voiceid stages && $(BIN)/ruff format --check voiceid stages && $(BIN)/mypy
+
+test: setup browser lint
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-all: setup browser

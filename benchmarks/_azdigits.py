@@ -86,3 +86,15 @@ def prepare_and_featurise(work: Path, prep: PrepareParams, sets: tuple[str, ...]
     tags = {"git_commit": tracking.git_commit(REPO), "data_hash": tracking.data_hash(manifest_path)}
     return Prepared(manifest, len(result.rejects), fparams, len(feats.meta), feats.n_computed, tags, prepare_s, features_s)
 
+
+def record_run(work: Path, family: str, feature_set: str, summary: dict) -> None:
+    """Add a stage summary (with its ``final_run_id``) to ``work/models/<family>.json``, as the stages write it.
+
+    The select stage compares exactly the runs named there (``voiceid.select.sources``).
+    """
+    import json
+
+    path = work / "models" / f"{family}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    current = json.loads(path.read_text()) if path.is_file() and family != "ecapa" else {}
+    path.write_text(json.dumps(summary if family == "ecapa" else {**current, feature_set: summary}, indent=2, default=str))

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise  # noqa: E402
+from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise, record_run  # noqa: E402
 
 MODEL_NAME = "voiceid-enroll-az"
 
@@ -86,6 +86,7 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
     for family in args.families:
         t0 = time.perf_counter()
         r = run_family(family, data, grid, tags)
+        record_run(work, family, "mfcc60", r.summary())
         print(f"grid: {family:8s} val_{r.objective} {r.val_metrics[r.objective]:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
     if args.ecapa:
         from voiceid.ecapa.data import split_logmel
@@ -97,13 +98,14 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
         ecapa = dataclasses.replace(ecapa, dataset_name="az_digits_enroll", search=dataclasses.replace(ecapa.search, n_trials=1))
         lm_meta, mats = read_logmel(work / "features" / "logmel.parquet")
         r = run_ecapa(split_logmel(lm_meta, mats), ecapa, tags, work / "checkpoints")
+        record_run(work, "ecapa", "logmel", r.summary())
         print(f"ecapa: val EER {r.val['eer']:.4f}", flush=True)
 
     t0 = time.perf_counter()
     families = (*args.families, *(("ecapa",) if args.ecapa else ()), "cosine")
     params = dataclasses.replace(load_section(SelectParams, "select", REPO / "params.yaml"), families=families,
                                  n_bootstrap=200, registered_model=MODEL_NAME)
-    sources, _ = find_sources(params, tags["data_hash"])
+    sources, _ = find_sources(params, work / "models", families)
     result = select(load_sources(sources), FeatureBank.from_dir(work / "features", [s.feature_set for s in sources]),
                     params, fparams)
     champion = make_champion(result, params, fparams)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise  # noqa: E402
+from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise, record_run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         for family in args.families:
             t0 = time.perf_counter()
             r = run_family(family, data, grid, base_tags)
+            record_run(work, family, feature_set, r.summary())
             print(f"grid: {feature_set} {family:8s} val_{r.objective} {r.val_metrics[r.objective]:.4f} "
                   f"({time.perf_counter() - t0:.1f} s)", flush=True)
 
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         meta, mats = read_logmel(work / "features" / "logmel.parquet")
         r = run_ecapa(split_logmel(meta, mats), ecapa, base_tags, work / "checkpoints")
+        record_run(work, "ecapa", "logmel", r.summary())
         print(f"ecapa: val EER {r.val['eer']:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
 
     # -- selection --
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     families = (*args.families, *(() if args.no_ecapa else ("ecapa",)), "cosine")
     params = dataclasses.replace(load_section(SelectParams, "select", REPO / "params.yaml"), families=families,
                                  n_bootstrap=args.n_bootstrap, registered_model="voiceid-az-digits")
-    sources, skipped = find_sources(params, base_tags["data_hash"])
+    sources, skipped = find_sources(params, work / "models", families)
     bank = FeatureBank.from_dir(work / "features", [s.feature_set for s in sources])
     result = select(load_sources(sources), bank, params, fparams)
     report = summary(result, params, skipped)

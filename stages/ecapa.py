@@ -1,7 +1,7 @@
 """DVC stage ``ecapa``: train the ECAPA-TDNN embedder with Optuna, evaluate, log to MLflow.
 
 Reads data/features/logmel.parquet and the prepared manifest (for the ``data_hash`` tag);
-writes metrics/ecapa.json (val EER; test EER, minDCF, accuracy, F1; run ids) and keeps one
+writes metrics/models/ecapa.json (val EER; test EER, minDCF, accuracy, F1; run ids) and keeps one
 resumable checkpoint per trial under checkpoints/ecapa/ (a DVC ``persist`` out, so a killed
 ``dvc repro`` continues where it stopped).  Runs go to ``tracking.uri`` ($MLFLOW_TRACKING_URI
 wins): experiment voiceid/<dataset>/logmel, final run tagged family=ecapa.
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logmel", default="data/features/logmel.parquet")
     parser.add_argument("--manifest", default="data/prepared/manifest.parquet")
     parser.add_argument("--checkpoints", default="checkpoints/ecapa")
-    parser.add_argument("--metrics", default="metrics/ecapa.json")
+    parser.add_argument("--metrics", default="metrics/models/ecapa.json")
     args = parser.parse_args(argv)
 
     import optuna
@@ -34,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     from voiceid.ecapa.params import EcapaError, EcapaParams
     from voiceid.ecapa.tune import run_ecapa
     from voiceid.features.tables import read_logmel
+    from voiceid.pipeline import check_params
 
     start = time.perf_counter()
     try:
+        check_params(args.params, "ecapa")  # rules tying "ecapa" to the other sections
         params = load_section(EcapaParams, "ecapa", args.params)
         tracking_params = load_section(tracking.TrackingParams, "tracking", args.params)
         base_tags = {"git_commit": tracking.git_commit(), "data_hash": tracking.data_hash(args.manifest)}

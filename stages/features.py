@@ -1,7 +1,7 @@
 """DVC stage ``features``: prepared manifest -> one feature table per selected set.
 
 Outputs (exactly those in dvc.yaml): data/features/<set>.parquet for each set in
-``features.sets`` (seed498, mfcc60, extended: metadata + float32 columns; logmel:
+``features.sets`` (seed498, mfcc60, extended, dvector: metadata + float32 columns; logmel:
 metadata + n_mels + flattened matrices), data/features/rejects.csv (path, utt_id, reason),
 metrics/features.json, and the persistent cache data/features/cache/ (re-runs compute
 only files, or sets, the cache lacks).
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from voiceid.config import ConfigError, load_section
+    from voiceid.features.dvector import DvectorUnavailable
     from voiceid.features.extract import (
         ManifestError,
         extract_features,
@@ -35,12 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         write_tables,
     )
     from voiceid.features.params import FeatureParams
+    from voiceid.pipeline import check_params
 
     try:
+        check_params(args.params, "features")  # rules tying "features" to the other sections
         params = load_section(FeatureParams, "features", args.params)
         manifest = pd.read_parquet(args.manifest)
         result = extract_features(manifest, params, args.cache_dir, progress=not args.no_progress)
-    except (ConfigError, ManifestError, OSError) as exc:
+    except (ConfigError, ManifestError, OSError, DvectorUnavailable) as exc:
         print(f"features: {exc}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,7 @@
 """DVC stage ``grid@<family>``: tune one model family on every feature set, log to MLflow.
 
 Reads data/features/<set>.parquet for each set in ``grid.feature_sets`` and the prepared
-manifest (for the ``data_hash`` tag); writes metrics/<family>.json (per feature set: the
+manifest (for the ``data_hash`` tag); writes metrics/models/<family>.json (per feature set: the
 validation objective, test metrics and run ids of the final run). Studies live in
 ``grid.storage`` and resume there; runs go to ``tracking.uri`` ($MLFLOW_TRACKING_URI wins).
 """
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--features-dir", default="data/features")
     parser.add_argument("--manifest", default="data/prepared/manifest.parquet")
-    parser.add_argument("--metrics-dir", default="metrics")
+    parser.add_argument("--metrics-dir", default="metrics/models")
     args = parser.parse_args(argv)
 
     import optuna
@@ -31,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     from voiceid.grid.data import grid_data, read_table
     from voiceid.grid.params import GridParams, family_kind
     from voiceid.grid.run import run_family
+    from voiceid.pipeline import check_params
     from voiceid.study import StudyError
 
     try:
+        check_params(args.params, "grid")  # rules tying "grid" to the other sections
         params = load_section(GridParams, "grid", args.params)
         tracking_params = load_section(tracking.TrackingParams, "tracking", args.params)
         family_kind(args.family)

@@ -29,9 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         prepare,
         utts_per_speaker,
     )
+    from voiceid.pipeline import check_params
     from voiceid.viz.bars import bar_plot
 
     try:
+        check_params(args.params, "prepare")  # rules tying "prepare" to the other sections
         params = load_section(PrepareParams, "prepare", args.params)
         prep = prepare(params)
     except (ConfigError, DatasetError) as exc:

@@ -3,8 +3,9 @@
 (The file is not called select.py: run as ``python stages/select.py`` it would shadow the
 stdlib ``select`` module for every script in stages/.)
 
-Reads the final runs of the grid/ECAPA stages from MLflow (``tracking.uri``; runs of this
-data only, by ``data_hash``), the feature tables in data/features and the prepared manifest.
+Reads the final runs this pipeline's grid/ECAPA stages trained (their run ids from
+metrics/models/<family>.json, so dvc.lock pins them; the runs themselves from MLflow at
+``tracking.uri``), the feature tables in data/features and the prepared manifest.
 Writes metrics/selection.json (test figures with intervals), reports/selection.json (also the
 calibrations, val figures and per-rule FAR/FRR) and plots/select/{det,roc,scores,confusion}.csv,
 and registers the champion as pyfunc model ``select.registered_model`` with alias ``champion``.
@@ -24,14 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--features-dir", default="data/features")
     parser.add_argument("--manifest", default="data/prepared/manifest.parquet")
+    parser.add_argument("--runs-dir", default="metrics/models", help="<family>.json run ids of the grid/ECAPA stages")
     parser.add_argument("--metrics", default="metrics/selection.json")
     parser.add_argument("--report", default="reports/selection.json")
     parser.add_argument("--plots-dir", default="plots/select")
     args = parser.parse_args(argv)
 
     from voiceid import tracking
-    from voiceid.config import ConfigError, load_section
+    from voiceid.config import ConfigError, load_section, read_params
     from voiceid.features.params import FeatureParams
+    from voiceid.pipeline import check_params
     from voiceid.select.candidates import FeatureBank
     from voiceid.select.params import SelectParams
     from voiceid.select.protocol import make_champion, select
@@ -41,15 +44,22 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
+        check_params(args.params, "select")  # rules tying "select" to the other sections
         params = load_section(SelectParams, "select", args.params)
         features = load_section(FeatureParams, "features", args.params)
+        # the families this pipeline trains (the grid stage checks the grid section strictly)
+        trained = (*(read_params(args.params).get("grid") or {}).get("families", ()), "ecapa")
         tracking_params = load_section(tracking.TrackingParams, "tracking", args.params)
         data_hash = tracking.data_hash(args.manifest)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"select: {exc}", file=sys.stderr)
         return 2
     uri = tracking.configure(tracking_params.uri)
-    sources, skipped = find_sources(params, data_hash)
+    try:
+        sources, skipped = find_sources(params, args.runs_dir, trained)
+    except LookupError as exc:
+        print(f"select: {exc}", file=sys.stderr)
+        return 1
     for family, reason in skipped.items():
         print(f"select: skipping {family}: {reason}", file=sys.stderr)
     try:
@@ -77,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         table.to_csv(plots / name, index=False)
 
     test = report["champion"]["test"]
+    metric = result.champion_metric
+    print(f"select: champion metric {result.champion_metric_reason}")
     for c in result.candidates:
         t = result.test_reports[c.family]
         print(
-            f"select: {c.family:8s} val {params.champion_metric} {c.val_report[params.champion_metric]:.3f} | test acc "
+            f"select: {c.family:8s} val {metric} {c.val_report[metric]:.3f} | test acc "
             f"{t['accuracy']['value']:.3f} DIR@FAR1% {t['dir_far_1']['value']:.3f} EER {t['eer']['value']:.3f}"
         )
     print(

@@ -38,7 +38,9 @@ def synth_voice(seed: int, seconds: float = 1.5, sr: int = 16000, f0: float | No
     vibrato = 1.0 + 0.01 * np.sin(2 * np.pi * 5 * t + rng.uniform(0, np.pi))
     tilt = rng.uniform(0.5, 1.5)
     wave = sum(np.sin(2 * np.pi * k * f0 * vibrato * t + rng.uniform(0, np.pi)) / k**tilt for k in range(1, 12))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 4) * t) ** 2  # syllable-like
+    # syllable-like: deep dips between syllables, as in speech (prepare rejects clips whose
+    # loudest frame is not well above their own floor as noise alone)
+    envelope = 0.03 + 0.97 * np.sin(2 * np.pi * rng.uniform(2, 4) * t) ** 2
     wave = wave * envelope + 0.01 * rng.standard_normal(t.shape)
     return (0.3 * wave / np.max(np.abs(wave))).astype(np.float32)
 

@@ -5,7 +5,7 @@ MLflow UI and real-output analysis tests use a small real pipeline run instead
 (tests/pipeline_run.py). Runs are logged through ``voiceid.tracking`` as the grid and ECAPA
 stages log them (a study run with nested trial runs and a final run per family and feature
 set; one ECAPA final run); the selection outputs are written by the select stage's own report
-code (``voiceid.selection_report``) from seeded synthetic probes. So the
+code (``voiceid.select.report``) from seeded synthetic probes. So the
 tests exercise the real layouts without minutes of training.
 """
 
@@ -78,7 +78,7 @@ def build_store(
                 experiment, f"{family}-final", params={"seed": seed}, metrics=metrics,
                 tags={**tags, "study_run_id": srun.run_id, "objective": "ari" if kind == "clustering" else "f1_weighted"},
             )
-    if with_ecapa:  # as voiceid/ecapa_tune.py logs it: experiment voiceid/<dataset>/logmel
+    if with_ecapa:  # as voiceid/ecapa/tune.py logs it: experiment voiceid/<dataset>/logmel
         experiment = tracking.experiment_name(DATASET, "logmel")
         experiments.append(experiment)
         tags = {"family": "ecapa", "feature_set": "logmel", "kind": "embedder", "dataset": DATASET, "seed": str(seed)}
@@ -118,7 +118,7 @@ def _probes(rng: np.random.Generator, skill: float, n_speakers: int = 6, per_spe
 
 
 def write_selection(root: Path, families: tuple[str, ...] = SELECT_FAMILIES, seed: int = 0) -> dict[str, Any]:
-    """metrics/selection.json and plots/select/*.csv under ``root``, as stages/select.py writes them."""
+    """metrics/selection.json and plots/select/*.csv under ``root``, as stages/selection.py writes them."""
     from types import SimpleNamespace
 
     from voiceid.scoring import openset

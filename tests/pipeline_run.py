@@ -4,8 +4,8 @@
 6 multi-utterance speakers to enrol, 10 single-utterance speakers as unknowns) into a temp
 workspace, writes a params.yaml derived from the repo's with tiny budgets (2 trials per
 study, small CatBoost, one short ECAPA trial, 50 bootstrap resamples), and runs the real
-stage entry points there in order: prepare, features, grid --family F for every
-``grid.families``, ecapa, select. They run in one child process (cwd = the workspace, so
+stage entry points there in order (``stage_runner.run_stage``): prepare, features,
+grid --family F for every ``grid.families``, ecapa, select. They run in one child process (cwd = the workspace, so
 every default output path lands there) that imports the libraries once; its
 ``$MLFLOW_TRACKING_URI`` and ``grid.storage`` point at the workspace, so the repo's own
 stores are never touched. ``tests/conftest.py`` builds it once per test session.
@@ -16,7 +16,6 @@ stores are never touched. ``tests/conftest.py`` builds it once per test session.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from stage_runner import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "default"
@@ -123,13 +123,6 @@ def build(workspace: Path, timeout_s: float = 600) -> PipelineRun:
     )
 
 
-def _stage(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def _run_stages(workspace: Path) -> int:
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     calls = [("prepare", []), ("features", ["--no-progress"])]
@@ -139,7 +132,7 @@ def _run_stages(workspace: Path) -> int:
     for name, argv in calls:
         start = time.perf_counter()
         module = {"select": "selection"}.get(name, name.split("@")[0])
-        rc = _stage(module)(argv)
+        rc = run_stage(module, argv)
         seconds[name] = round(time.perf_counter() - start, 2)
         print(f"pipeline_run: {name} rc {rc} in {seconds[name]} s", flush=True)
         if rc != 0:

@@ -6,11 +6,13 @@ probe outcome); ``test_real_pipeline_outputs`` over the session's small real pip
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from configured_candidates import configured_candidates
 from fake_runs import build_store, write_selection
 from matplotlib.figure import Figure
 from pipeline_run import PipelineRun
@@ -201,7 +203,11 @@ def test_real_pipeline_outputs(pipeline_run: PipelineRun, monkeypatch: pytest.Mo
 
     selection = selection_tables.read_json(src.selection_json)
     table = selection_tables.openset_table(selection)
-    assert set(table.index) == set(run.selection["candidates"]) and table["champion"].sum() == 1
+    configured = configured_candidates(run.root / "params.yaml")  # select.families, not selection.json
+    assert configured <= set(table.index), f"selection lost {sorted(configured - set(table.index))}"
+    assert table["champion"].sum() == 1 and table.index[table["champion"]][0] in configured
+    skipped = json.loads((run.root / "reports" / "selection.json").read_text())["skipped"]
+    assert not configured & set(skipped), {f: skipped[f] for f in configured & set(skipped)}
     scores = selection_tables.read_table(src.select_plots / "scores.csv", ["score", "group", "threshold"])
     confusion = selection_tables.read_table(src.select_plots / "confusion.csv", ["actual", "predicted"])
     out = selection_tables.probe_outcomes(scores, confusion)
@@ -210,4 +216,4 @@ def test_real_pipeline_outputs(pipeline_run: PipelineRun, monkeypatch: pytest.Mo
     det = selection_tables.read_table(src.select_plots / "det.csv", ["candidate", "p_fa", "p_miss"])
     dfig = det_figure(selection_tables.det_curves(det), emphasize=EMBEDDING_FAMILIES)
     curves = {line.get_label().split(" ")[0] for line in dfig.axes[0].lines if not line.get_label().startswith("_")}
-    assert curves == set(run.selection["candidates"])
+    assert configured <= curves and curves == set(table.index)

@@ -60,16 +60,18 @@ def test_threshold_decides_unknown(built) -> None:  # noqa: ANN001
 def test_predict_frame_paths_waveforms_and_a_bad_row(built, tmp_path: Path) -> None:  # noqa: ANN001
     corpus, _, champion = built
     paths = [write_wav(tmp_path / f"{i}.wav", corpus.waves[i]) for i in (0, 20)]
-    by_path = champion.predict_frame(pd.DataFrame({"path": [str(p) for p in paths]}))
+    by_path = champion.predict_frame(pd.DataFrame({"path": [str(p) for p in paths]}), audio_root=tmp_path)
     by_wave = champion.predict_frame(pd.DataFrame({"waveform": [corpus.waves[0].tolist(), corpus.waves[20].tolist()],
                                                    "sample_rate": [16000, 16000]}))
     assert list(by_path.columns) == ["speaker", "score", "threshold", "known", "error"]
     assert by_path["speaker"].tolist() == by_wave["speaker"].tolist()
     assert np.allclose(by_path["score"], by_wave["score"], atol=1e-4)  # 16-bit wav rounding
-    mixed = champion.predict_frame(pd.DataFrame({"path": [str(paths[0]), str(tmp_path / "missing.wav")]}))
+    mixed = champion.predict_frame(pd.DataFrame({"path": [str(paths[0]), "missing.wav"]}), audio_root=tmp_path)
     assert mixed.loc[0, "error"] == "" and mixed.loc[0, "speaker"] == by_path.loc[0, "speaker"]
-    assert "missing.wav" in mixed.loc[1, "error"] and pd.isna(mixed.loc[1, "speaker"])
-    with pytest.raises(ValueError, match="'path' column"):
+    assert mixed.loc[1, "error"] == "unreadable: expected an existing file, found no such file" and pd.isna(mixed.loc[1, "speaker"])
+    off = champion.predict_frame(pd.DataFrame({"path": [str(paths[0])]}))  # server-side paths are off by default
+    assert off.loc[0, "error"].startswith("forbidden: server-side files are off")
+    with pytest.raises(ValueError, match="'path', 'waveform'"):
         champion.predict_frame(pd.DataFrame({"audio": [1]}))
 
 
@@ -97,6 +99,7 @@ def test_pyfunc_from_the_registry_predicts_in_process(built, tmp_path: Path, mon
 
     corpus, result, champion = built
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VOICEID_AUDIO_ROOT", str(tmp_path))  # read by the model's load_context
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.configure(uri)

@@ -126,6 +126,60 @@ def test_unreadable_audio_is_named_and_the_rest_answered(world: World, tmp_path:
     assert rows["notes.wav"]["speaker"] is None and rows["notes.wav"]["error"].startswith("unreadable")
 
 
+def test_identify_walks_folders_and_prints_errors_beside_the_bar(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import shutil
+
+    from voiceid.serve.store import EnrollmentStore
+
+    calls = tmp_path / "calls"
+    (calls / "sub" / "deeper").mkdir(parents=True)
+    (calls / ".hidden").mkdir()
+    shutil.copy(world.own, calls / "a.wav")
+    shutil.copy(world.stranger, calls / "sub" / "deeper" / "c.WAV")  # extensions in any case
+    shutil.copy(world.own, calls / ".hidden" / "h.wav")  # hidden: skipped
+    (calls / "bad.wav").write_text("not audio")
+    (calls / "notes.txt").write_text("not an audio extension")
+    os.symlink(calls, calls / "sub" / "loop")  # a cycle is walked once
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no audio here")
+    store = str(tmp_path / "s")
+    assert main(["enroll", "--model", str(world.pkl), "--store", store, "--speaker", "newcomer", *world.enroll]) == 0
+    loads: list[int] = []
+    real_load = EnrollmentStore.load
+    monkeypatch.setattr(EnrollmentStore, "load", lambda self: loads.append(1) or real_load(self))
+    capsys.readouterr()
+
+    assert main(["identify", "--model", str(world.pkl), "--store", store, str(calls), str(empty)]) == 1
+    assert len(loads) == 1  # the store is read once: the gallery used and the version reported agree
+    out = capsys.readouterr()
+    rows = [line.split()[0] for line in out.out.splitlines()[1:]]
+    assert rows == [str(empty), str(calls / "a.wav"), str(calls / "bad.wav"), str(calls / "sub" / "deeper" / "c.WAV")]
+    assert "3/3" in out.err  # the bar ran over the three files found
+    errors = [f"voiceid: {calls / 'bad.wav'}: unreadable: expected a decodable audio file",
+              f"voiceid: {empty}: no_audio: expected audio files (.wav, .flac"]
+    lines = out.err.split("\n")
+    for message in errors:  # whole lines of their own, printed after the bar's last redraw
+        line = next(x for x in lines if message in x)
+        assert line.startswith(message) and "\r" not in line and out.err.index(line) > out.err.rindex("3/3")
+
+    assert main(["identify", "--model", str(world.pkl), "--store", store, str(empty)]) == 2  # nothing to identify
+    assert f"voiceid: {empty}: no_audio: expected audio files" in capsys.readouterr().err
+    assert main(["identify", "--json", "--model", str(world.pkl), "--store", store, str(calls / "sub" / "deeper")]) == 0
+    doc, err = _json(capsys)
+    assert [r["path"] for r in doc["results"]] == [str(calls / "sub" / "deeper" / "c.WAV")] and err == ""
+
+
+def test_served_rows_are_checked_with_the_cli_defaults() -> None:
+    from voiceid.serve.cli import build_parser
+    from voiceid.serve.request import RowRules
+
+    args = build_parser().parse_args(["identify", "x.wav"])
+    assert (RowRules().min_duration, RowRules().silence_db) == (args.min_duration, args.silence_db)
+
+
 def test_missing_model_refused_enrollment_and_mixed_models(world: World, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["identify", "--model", "models:/nope@champion", world.own]) == 2
@@ -156,16 +210,21 @@ def test_missing_model_refused_enrollment_and_mixed_models(world: World, tmp_pat
     assert "cannot be mixed" in capsys.readouterr().err
 
 
-def test_served_model_answers_the_documented_requests(world: World, tmp_path: Path,
+def test_served_model_answers_the_documented_requests(world: World, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """The JSON bodies of README "Serving", through MLflow's own scoring-server parser, in process."""
+    import base64
+
+    from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
     from voiceid import tracking
 
-    store = tmp_path / "store"
+    store = world.root / "served-store"  # under the audio root below, so params.gallery may name it
     assert main(["enroll", "--model", str(world.pkl), "--store", str(store), "--speaker", "newcomer", *world.enroll]) == 0
     tracking.configure()  # $MLFLOW_TRACKING_URI: the module's store
+    monkeypatch.setenv("VOICEID_AUDIO_ROOT", str(world.root))  # the server's settings, read when the model loads
+    monkeypatch.setenv("VOICEID_STORE", str(store))
     model = tracking.load_pyfunc("models:/voiceid@champion")
     schema = model.metadata.get_input_schema()
 
@@ -174,13 +233,25 @@ def test_served_model_answers_the_documented_requests(world: World, tmp_path: Pa
         assert resp.status == 200, resp.response
         return json.loads(resp.response)["predictions"]
 
-    rows = [[world.own], [world.probe], [str(tmp_path / "nope.wav")]]
+    rows = [["audio/own.wav"], [world.probe], ["nope.wav"], ["../../etc/passwd"], ["/etc/passwd"]]
     by_path = invoke({"dataframe_split": {"columns": ["path"], "data": rows}})
-    assert [p["speaker"] for p in by_path[:2]] == ["e00", "unknown"]
-    # An unreadable row answers with its error (speaker missing: NaN in MLflow's JSON today) and the others still answer.
-    assert pd.isna(by_path[2]["speaker"]) and "no such file" in by_path[2]["error"]
+    assert [p["speaker"] for p in by_path[:2]] == ["e00", "newcomer"]  # relative to the root, or absolute inside it
+    # A row that cannot be answered has its error (speaker missing: NaN in MLflow's JSON today); the others still answer.
+    assert pd.isna(by_path[2]["speaker"]) and by_path[2]["error"] == "unreadable: expected an existing file, found no such file"
+    for row in by_path[3:]:
+        assert pd.isna(row["speaker"]) and row["error"].startswith("forbidden: path") and "outside" in row["error"]
     wave = synth_voice(seed=40, seconds=1.3, f0=300.0)
-    by_wave = invoke({"dataframe_records": [{"waveform": wave.tolist(), "sample_rate": 16000}],
-                      "params": {"gallery": str(store / "store.npz")}})
-    assert by_wave[0]["speaker"] == "newcomer" and by_wave[0]["known"] is True
-    assert set(by_wave[0]) == {"speaker", "score", "threshold", "known", "error"}
+    encoded = base64.b64encode(Path(world.probe).read_bytes()).decode()
+    by_body = invoke({"dataframe_records": [{"waveform": wave.tolist(), "sample_rate": 16000}, {"audio_b64": encoded}]})
+    assert [p["speaker"] for p in by_body] == ["newcomer", "newcomer"] and by_body[0]["known"] is True
+    assert by_body[1]["score"] == pytest.approx(by_path[1]["score"], abs=1e-12)  # the same bytes, the same answer
+    assert set(by_body[0]) == {"speaker", "score", "threshold", "known", "error"}
+    # params.gallery: a gallery or store under the audio root replaces the served store for that request.
+    other = world.root / "other-store"
+    assert main(["enroll", "--model", str(world.pkl), "--store", str(other), "--speaker", "late", *world.enroll]) == 0
+    by_gallery = invoke({"dataframe_records": [{"audio_b64": encoded}], "params": {"gallery": "other-store/store.npz"}})
+    assert by_gallery[0]["speaker"] == "late"
+    bad = {"dataframe_records": [{"audio_b64": encoded}], "params": {"gallery": "/etc/passwd"}}
+    with pytest.raises(MlflowException, match="outside the server's audio root") as refused:  # HTTP 400 from the server
+        scoring_server.invocations(json.dumps(bad), "application/json", model, schema)
+    assert refused.value.get_http_status_code() == 400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, schedule: str) -
 
     with pytest.raises(KeyboardInterrupt):
         train_embedder(feats, labels, TINY_MODEL, config, checkpoint=ckpt, on_epoch=kill_after_epoch_2, device=CPU)
-    assert ckpt.exists() and not ckpt.with_name("run.pt.tmp").exists()
+    assert sorted(f.name for f in ckpt.parent.iterdir()) == ["run.pt"]  # no temporary left beside it
     seen: list[float] = []
     resumed = train_embedder(feats, labels, TINY_MODEL, config, checkpoint=ckpt, on_epoch=lambda r: seen.append(r["epoch"]), device=CPU)
     assert resumed.resumed_at_epoch == 2
@@ -103,6 +104,63 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, schedule: str) -
     assert again.resumed_at_epoch == 3
     other = train_embedder(feats, labels, TINY_MODEL, dataclasses.replace(config, epochs=1), checkpoint=ckpt, device=CPU)
     assert other.resumed_at_epoch == 0
+
+
+class DiskFull(OSError):
+    """The injected write failure."""
+
+
+def _fail_torch_save_mid_write(real_save):  # noqa: ANN001, ANN202
+    """A torch.save that writes the first half of a real checkpoint, then fails."""
+
+    def save(obj, f, *args, **kwargs):  # noqa: ANN001, ANN202
+        buf = io.BytesIO()
+        real_save(obj, buf, *args, **kwargs)
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise DiskFull("injected: disk full half-way through the checkpoint")
+
+    return save
+
+
+def _fail_os_replace(src, dst):  # noqa: ANN001, ANN202
+    raise DiskFull("injected: rename failed")
+
+
+@pytest.mark.parametrize("fault", ["torch.save", "os.replace"])
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    """A write that dies half-way leaves the last good checkpoint byte for byte, and nothing else."""
+    import voiceid.atomic
+
+    feats, labels = synthetic_speakers(n_utts=2)
+    config = dataclasses.replace(TINY_TRAIN, epochs=3, steps_per_epoch=2, augment=NO_AUG)
+    ckpt = tmp_path / "ckpt" / "run.pt"
+    saved_after: dict[int, bytes] = {}
+    real_save = torch.save
+
+    def break_after_epoch_1(record: dict[str, float]) -> None:
+        saved_after[int(record["epoch"])] = ckpt.read_bytes()
+        if record["epoch"] == 1:  # epoch 1 was written normally: every later write fails
+            if fault == "torch.save":
+                monkeypatch.setattr(torch, "save", _fail_torch_save_mid_write(real_save))
+            else:
+                monkeypatch.setattr(voiceid.atomic.os, "replace", _fail_os_replace)
+
+    with pytest.raises(DiskFull):
+        train_embedder(feats, labels, TINY_MODEL, config, checkpoint=ckpt, on_epoch=break_after_epoch_1, device=CPU)
+    monkeypatch.undo()
+    assert list(saved_after) == [1]  # epoch 2's write failed before its callback
+    assert sorted(f.name for f in ckpt.parent.iterdir()) == ["run.pt"]  # no temporary left behind
+    assert ckpt.read_bytes() == saved_after[1]  # the previous checkpoint, untouched
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 1 and len(state["history"]) == 1 and not state["done"]
+
+    # ... and it is the one a rerun resumes from, ending where an uninterrupted run ends.
+    resumed = train_embedder(feats, labels, TINY_MODEL, config, checkpoint=ckpt, device=CPU)
+    straight = train_embedder(feats, labels, TINY_MODEL, config, device=CPU)
+    assert resumed.resumed_at_epoch == 1
+    assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in straight.history], rel=1e-5)
+    for name, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, atol=1e-5, rtol=1e-4)
 
 
 def test_torn_checkpoint_is_ignored(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -126,11 +128,105 @@ def test_names_and_a_damaged_store(tmp_path: Path, voices: dict[str, list[Path]]
             check_name(bad)
     store = EnrollmentStore(tmp_path / "store")
     enroll_speaker(store, FakeChampion(), "ann", voices["ann"], EnrollParams())
-    index = json.loads(store.index_path.read_text())
-    store.index_path.write_text(json.dumps({**index, "version": index["version"] + 1}))  # as if the npz write was lost
-    with pytest.raises(EnrollmentError, match="interrupted write"):
-        store.load()
     store.data_path.write_bytes(b"garbage")
     with pytest.raises(EnrollmentError, match="not readable"):
         store.speakers()
-    assert not list(store.root.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+@pytest.mark.xfail(strict=True, raises=zipfile.BadZipFile,
+                   reason="source bug: EnrollmentStore.load lets zipfile.BadZipFile of a truncated store.npz escape")
+def test_a_truncated_store_file_is_reported(tmp_path: Path, voices: dict[str, list[Path]]) -> None:
+    store = EnrollmentStore(tmp_path / "store")
+    enroll_speaker(store, FakeChampion(), "ann", voices["ann"], EnrollParams())
+    whole = store.data_path.read_bytes()
+    store.data_path.write_bytes(whole[: len(whole) // 2])  # torn by something other than voiceid (a copy, a disk)
+    with pytest.raises(EnrollmentError, match="not readable"):
+        store.load()
+
+
+class DiskFull(OSError):
+    """The injected write failure."""
+
+
+def _savez_dies_half_way(f, **arrays) -> None:  # noqa: ANN001
+    """np.savez that writes the first half of the real file, then fails."""
+    buf = io.BytesIO()
+    REAL_SAVEZ(buf, **arrays)
+    f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    raise DiskFull("injected: disk full half-way through store.npz")
+
+
+def _replace_fails(src, dst) -> None:  # noqa: ANN001
+    raise DiskFull("injected: rename failed")
+
+
+REAL_SAVEZ = np.savez
+
+
+@pytest.mark.parametrize("fault", ["npz write", "rename"])
+@pytest.mark.parametrize("change", ["enroll", "remove"])
+def test_a_failed_write_leaves_the_previous_store(
+    tmp_path: Path, voices: dict[str, list[Path]], monkeypatch: pytest.MonkeyPatch, fault: str, change: str
+) -> None:
+    import voiceid.atomic
+
+    store, champ = EnrollmentStore(tmp_path / "store"), FakeChampion()
+    enroll_speaker(store, champ, "ann", voices["ann"], EnrollParams())
+    enroll_speaker(store, champ, "bob", voices["bob"][:3], EnrollParams())
+    before, before_bytes = store.load(), store.data_path.read_bytes()
+    before_gallery = store.gallery("fake:v1")
+    assert before.version == 2
+
+    if fault == "npz write":
+        monkeypatch.setattr(np, "savez", _savez_dies_half_way)
+    else:
+        monkeypatch.setattr(voiceid.atomic.os, "replace", _replace_fails)
+    with pytest.raises(DiskFull):
+        if change == "enroll":
+            enroll_speaker(store, champ, "bob", voices["bob"], EnrollParams())  # re-enroll with 4 files
+        else:
+            store.remove("ann")
+    monkeypatch.undo()
+
+    # The old store, byte for byte, still loads: same version, speakers, utterances and centroids.
+    assert store.data_path.read_bytes() == before_bytes
+    after = store.load()
+    assert after.version == before.version == 2 and after.speakers == before.speakers
+    assert [s.name for s in store.speakers()] == ["ann", "bob"] and store.speakers()[1].n_utterances == 3
+    np.testing.assert_array_equal(after.utt_vectors, before.utt_vectors)
+    assert load_gallery(store.data_path, "fake:v1").speakers == ["ann", "bob"]
+    np.testing.assert_array_equal(store.gallery("fake:v1").vectors, before_gallery.vectors)
+    assert not list(store.root.glob("*.tmp")) and not list(store.root.glob(".*.tmp"))  # no temporary left behind
+
+    # ... and the next write succeeds on top of it.
+    enroll_speaker(store, champ, "bob", voices["bob"], EnrollParams())
+    assert store.load().version == 3 and store.speakers()[1].n_utterances == 4
+
+
+def test_a_failed_index_copy_write_keeps_the_committed_change(
+    tmp_path: Path, voices: dict[str, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """store.npz is the commit point; index.json is a readable copy whose failed write only warns."""
+    import voiceid.serve.store as store_module
+
+    store, champ = EnrollmentStore(tmp_path / "store"), FakeChampion()
+    enroll_speaker(store, champ, "ann", voices["ann"], EnrollParams())
+    old_copy = store.index_path.read_text()
+    real = store_module.atomic_write
+
+    def index_write_dies(path, write, **kw):  # noqa: ANN001, ANN202
+        if Path(path).name != store.index_path.name:
+            return real(path, write, **kw)
+        return real(path, lambda f: (f.write('{"half'), _raise(DiskFull("injected: index.json"))), **kw)
+
+    monkeypatch.setattr(store_module, "atomic_write", index_write_dies)
+    with pytest.warns(UserWarning, match="readable copy not updated"):
+        enroll_speaker(store, champ, "bob", voices["bob"], EnrollParams())
+    monkeypatch.undo()
+    assert store.load().version == 2 and [s.name for s in store.speakers()] == ["ann", "bob"]
+    assert store.index_path.read_text() == old_copy  # the stale copy, whole, not half a file
+    assert not list(store.root.glob(".*.tmp"))
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc

@@ -10,23 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO
+from stage_runner import run_stage
 
 from voiceid import tracking
 
-
-def _load_stage():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("grid_stage", REPO / "stages" / "grid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-main = _load_stage()
-
 N_SPK = 5
-SETS = {"small": 8, "wide": 40}
+# synthetic tables under two real set names (grid.feature_sets only accepts those); the widths are small on purpose
+SETS = {"mfcc60": 8, "seed498": 40}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +50,18 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mp.undo()
 
 
+def grid(*argv: str) -> int:
+    """``stages/grid.py`` in the workdir, writing ``metrics/<family>.json`` there."""
+    return run_stage("grid", ["--metrics-dir", "metrics", *argv])
+
+
+@pytest.fixture(scope="module")
+def svc_report(workdir: Path) -> dict:
+    """metrics/svc.json of one ``grid --family svc`` run in ``workdir`` (the run the rerun test resumes)."""
+    assert grid("--family", "svc") == 0
+    return json.loads((workdir / "metrics/svc.json").read_text())
+
+
 def _client():
     import mlflow
 
@@ -70,18 +72,17 @@ def _children(exp_id: str, parent: str) -> list:
     return _client().search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent}'")
 
 
-def test_classifier_family_logs_studies_trials_and_final_runs(workdir: Path) -> None:
-    assert main(["--family", "svc"]) == 0
-    report = json.loads((workdir / "metrics/svc.json").read_text())
+def test_classifier_family_logs_studies_trials_and_final_runs(workdir: Path, svc_report: dict) -> None:
+    report = svc_report
     assert set(report) == set(SETS)
-    entry = report["small"]
+    entry = report["mfcc60"]
     for key in ("val_f1_weighted", "test_f1_weighted", "test_f1_macro", "test_accuracy", "test_top5_accuracy",
                 "fit_seconds", "final_run_id"):
         assert key in entry, key
     assert entry["n_trials_complete"] == 3
 
     client = _client()
-    exp = client.get_experiment_by_name("voiceid/synth/small")
+    exp = client.get_experiment_by_name("voiceid/synth/mfcc60")
     final = client.get_run(entry["final_run_id"])
     study = client.get_run(final.data.tags["study_run_id"])
     assert study.data.tags["stage"] == "study" and study.data.tags["family"] == "svc"
@@ -89,7 +90,7 @@ def test_classifier_family_logs_studies_trials_and_final_runs(workdir: Path) -> 
     assert len(trials) == 3 and {t.data.tags["stage"] for t in trials} == {"trial"}
 
     tags = final.data.tags
-    assert tags["stage"] == "final" and tags["family"] == "svc" and tags["feature_set"] == "small"
+    assert tags["stage"] == "final" and tags["family"] == "svc" and tags["feature_set"] == "mfcc60"
     assert tags["data_hash"] == tracking.data_hash(workdir / "data/prepared/manifest.parquet")
     assert tags["git_commit"] and tags["seed"] == str(yaml.safe_load((workdir / "params.yaml").read_text())["grid"]["seed"])
     assert final.data.metrics["val_f1_weighted"] == pytest.approx(entry["val_f1_weighted"])
@@ -101,37 +102,37 @@ def test_classifier_family_logs_studies_trials_and_final_runs(workdir: Path) -> 
     assert {"confusion_matrix.png", "classes.json", "feature_columns.json"} <= artifacts
 
     model = tracking.load_model(tags["model_uri"])
-    table = pd.read_parquet(workdir / "data/features/small.parquet")
+    table = pd.read_parquet(workdir / "data/features/mfcc60.parquet")
     test = table[(table["split"] == "test") & (table["role"] == "enrolled")]
-    proba = model.predict_proba(test.filter(like="small_").to_numpy(np.float32))
+    proba = model.predict_proba(test.filter(like="mfcc60_").to_numpy(np.float32))
     assert proba.shape == (len(test), N_SPK)
     assert list(model.classes_) == [f"s{i}" for i in range(N_SPK)]
 
 
-def test_rerun_resumes_the_finished_study(workdir: Path) -> None:
+def test_rerun_resumes_the_finished_study(workdir: Path, svc_report: dict) -> None:
     client = _client()
-    first = json.loads((workdir / "metrics/svc.json").read_text())["small"]
-    assert main(["--family", "svc"]) == 0
-    again = json.loads((workdir / "metrics/svc.json").read_text())["small"]
+    first = svc_report["mfcc60"]
+    assert grid("--family", "svc") == 0
+    again = json.loads((workdir / "metrics/svc.json").read_text())["mfcc60"]
     assert again["final_run_id"] != first["final_run_id"]
     tags_first = client.get_run(first["final_run_id"]).data.tags
     tags_again = client.get_run(again["final_run_id"]).data.tags
     assert tags_again["study_name"] == tags_first["study_name"]
     assert tags_again["study_run_id"] == tags_first["study_run_id"]  # the study run was reopened
-    exp = client.get_experiment_by_name("voiceid/synth/small")
+    exp = client.get_experiment_by_name("voiceid/synth/mfcc60")
     assert len(_children(exp.experiment_id, tags_again["study_run_id"])) == 3  # no extra trials
 
 
 def test_clustering_family_reports_ari(workdir: Path) -> None:
-    assert main(["--family", "kmeans"]) == 0
-    entry = json.loads((workdir / "metrics/kmeans.json").read_text())["wide"]
+    assert grid("--family", "kmeans") == 0
+    entry = json.loads((workdir / "metrics/kmeans.json").read_text())["seed498"]
     assert 0.0 <= entry["val_ari"] <= 1.0 and "test_ari" in entry and "test_f1_weighted" in entry
     final = _client().get_run(entry["final_run_id"])
     assert final.data.tags["kind"] == "clustering" and final.data.tags["family"] == "kmeans"
 
 
 def test_bad_inputs_fail_with_a_message(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--family", "xgboost"]) == 2
+    assert grid("--family", "xgboost") == 2
     assert "xgboost" in capsys.readouterr().err
-    assert main(["--family", "knn", "--features-dir", "nowhere"]) == 1
-    assert "nowhere/small.parquet" in capsys.readouterr().err
+    assert grid("--family", "knn", "--features-dir", "nowhere") == 1
+    assert "nowhere/mfcc60.parquet" in capsys.readouterr().err

@@ -64,24 +64,79 @@ def test_report_keys_and_values() -> None:
     assert list(openset.decide(p, 0.5)) == ["a", "a", "unknown", "a", "unknown", "unknown"]
 
 
-def test_bootstrap_is_seeded_and_brackets_the_point() -> None:
-    rng = np.random.default_rng(1)
-    n_k, n_u = 80, 40
-    p = Probes(
+def _overlapping_probes(n_k: int = 80, n_u: int = 40, seed: int = 1) -> Probes:
+    rng = np.random.default_rng(seed)
+    return Probes(
         np.r_[rng.choice(list("abc"), n_k), ["u"] * n_u],
         np.r_[rng.choice(list("abc"), n_k), ["a"] * n_u],
         np.r_[rng.normal(1, 1, n_k), rng.normal(0, 1, n_u)],
         np.r_[np.ones(n_k, bool), np.zeros(n_u, bool)],
     )
-    fn = lambda q: openset.report(q, 0.5)  # noqa: E731
-    a, b = openset.bootstrap(p, fn, n=200, seed=3), openset.bootstrap(p, fn, n=200, seed=3)
-    assert a == b
-    for k, d in a.items():
-        assert d["lo"] <= d["hi"], k
-    assert a["eer"]["lo"] < a["eer"]["value"] < a["eer"]["hi"]
-    assert openset.bootstrap(p, fn, n=200, seed=4) != a  # another seed, other resamples
-    flat = openset.bootstrap(p, fn, n=0)
-    assert flat["far"]["lo"] == flat["far"]["value"] == flat["far"]["hi"]
+
+
+def _at_half(q: Probes) -> dict[str, float]:
+    return openset.report(q, 0.5)
+
+
+def test_bootstrap_intervals_bracket_the_point_and_are_the_replicates_percentiles() -> None:
+    p = _overlapping_probes()
+    calls: list[tuple[int, int, set[str], float]] = []
+
+    def recording(q: Probes) -> dict[str, float]:
+        out = _at_half(q)
+        calls.append((int(q.known.sum()), int((~q.known).sum()), set(q.true[~q.known]), out["eer"]))
+        return out
+
+    ci = openset.bootstrap(p, recording, n=200, seed=3)
+    # The point value is the metric of the full probe set, and every interval contains it.
+    assert {k: d["value"] for k, d in ci.items()} == pytest.approx(_at_half(p))
+    for k, d in ci.items():
+        assert d["lo"] <= d["value"] <= d["hi"], k
+    assert ci["eer"]["lo"] < ci["eer"]["value"] < ci["eer"]["hi"] and ci["far"]["lo"] < ci["far"]["hi"]
+    # Known and unknown probes are resampled separately: every replicate keeps both counts.
+    assert len(calls) == 201
+    assert {(k, u) for k, u, _, _ in calls} == {(80, 40)}
+    assert all(names == {"u"} for _, _, names, _ in calls)  # unknowns are drawn from the unknowns only
+    # The interval is the central 95 % of the replicates' values (the point call comes first).
+    replicates = [v for *_, v in calls[1:]]
+    assert len(set(replicates)) > 20  # real resamples, not 200 copies of the data
+    assert ci["eer"]["lo"] == pytest.approx(np.percentile(replicates, 2.5))
+    assert ci["eer"]["hi"] == pytest.approx(np.percentile(replicates, 97.5))
+    narrow = openset.bootstrap(p, _at_half, n=200, seed=3, level=0.5)
+    assert ci["eer"]["lo"] < narrow["eer"]["lo"] <= narrow["eer"]["hi"] < ci["eer"]["hi"]
+
+
+def test_bootstrap_is_seeded() -> None:
+    p = _overlapping_probes()
+
+    def draws(seed: int) -> tuple[dict, list[tuple[float, ...]]]:
+        seen: list[tuple[float, ...]] = []
+
+        def recording(q: Probes) -> dict[str, float]:
+            seen.append(tuple(np.sort(q.score)))  # the multiset of probes this replicate drew
+            return _at_half(q)
+
+        return openset.bootstrap(p, recording, n=100, seed=seed), seen
+
+    (a, seen_a), (b, seen_b), (other, seen_other) = draws(3), draws(3), draws(4)
+    assert a == b and seen_a == seen_b  # a fixed seed gives identical resamples and intervals
+    assert {k: d["value"] for k, d in other.items()} == {k: d["value"] for k, d in a.items()}
+    assert seen_other[0] == seen_a[0]  # the point: the full probe set
+    assert all(x != y for x, y in zip(seen_other[1:], seen_a[1:]))  # another seed, other resamples
+    assert other != a
+    flat = openset.bootstrap(p, _at_half, n=0)
+    assert all(d["lo"] == d["value"] == d["hi"] for d in flat.values())
+
+
+def test_bootstrap_interval_shrinks_with_more_probes() -> None:
+    """Four copies of every probe: same point values, intervals about half as wide (1/sqrt(4))."""
+    p = _overlapping_probes()
+    four = p.take(np.tile(np.arange(len(p)), 4))
+    small, big = openset.bootstrap(p, _at_half, n=300, seed=5), openset.bootstrap(four, _at_half, n=300, seed=5)
+    for k in ("eer", "far", "frr", "accuracy", "open_set_accuracy"):
+        assert big[k]["value"] == pytest.approx(small[k]["value"]), k
+        width, width4 = small[k]["hi"] - small[k]["lo"], big[k]["hi"] - big[k]["lo"]
+        assert 0.3 * width < width4 < 0.75 * width, (k, width, width4)
 
 
 def test_errors_name_the_problem() -> None:

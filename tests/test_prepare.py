@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from conftest import REPO, synth_voice, write_wav
+from stage_runner import run_stage
 
 from voiceid.data.prepare import MANIFEST_COLUMNS, PrepareParams, data_report, prepare
 
@@ -70,7 +69,7 @@ def test_dusha_fixture_through_prepare(tmp_path: Path) -> None:
     manifest = tmp_path / "crowd_train.jsonl"
     shutil.copy(REPO / "tests" / "fixtures" / "dusha" / "crowd_train.jsonl", manifest)
     params = replace(BASE, adapter="dusha", source=str(manifest), min_utts=4, utts_per_speaker=4, train_per_speaker=2,
-                     val_per_speaker=1, n_enrolled=2, unknown_utts_per_speaker=4)
+                     val_per_speaker=1, n_enrolled=2, unknown_utts_per_speaker=4, unknown_val_fraction=0.0)
     prep = prepare(params, progress=False)
     assert len(prep.manifest) == 12  # 36 annotations -> 12 distinct speaker_text rows
     assert prep.manifest.text.is_unique
@@ -78,21 +77,23 @@ def test_dusha_fixture_through_prepare(tmp_path: Path) -> None:
     assert prep.manifest.groupby("role").speaker.nunique().to_dict() == {"enrolled": 2, "unknown": 1}
 
 
-def test_stage_writes_declared_outputs_and_fails_fast(tmp_path: Path, speaker_tree: Path) -> None:
+def test_stage_writes_declared_outputs_and_fails_fast(tmp_path: Path, speaker_tree: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     params = (REPO / "params.yaml").read_text().replace("source: data/default", f"source: {speaker_tree}")
     params = params.replace("min_utts: 8", "min_utts: 8\n  # test").replace("n_enrolled: null", "n_enrolled: 4")
     (tmp_path / "params.yaml").write_text(params)
     out = tmp_path / "out"
-    cmd = [sys.executable, str(REPO / "stages" / "prepare.py"), "--params", str(tmp_path / "params.yaml"),
-           "--out-dir", str(out / "prepared"), "--metrics", str(out / "data.json"), "--plots-dir", str(out / "plots")]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    argv = ["--params", str(tmp_path / "params.yaml"), "--out-dir", str(out / "prepared"), "--metrics", str(out / "data.json"),
+            "--plots-dir", str(out / "plots")]
+    monkeypatch.chdir(tmp_path)
+    assert run_stage("prepare", argv) == 0, capsys.readouterr().err
     assert json.loads((out / "data.json").read_text())["speakers"]["enrolled"] == 4
     assert len(pd.read_parquet(out / "prepared" / "manifest.parquet")) > 0
     assert (out / "plots" / "utts_per_speaker.png").stat().st_size > 1000
     (tmp_path / "params.yaml").write_text(params.replace("silence_db:", "silence_dbfs:"))
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 2 and "prepare.silence_dbfs" in done.stderr
+    capsys.readouterr()
+    assert run_stage("prepare", argv) == 2
+    assert "prepare.silence_dbfs" in capsys.readouterr().err
 
 
 @pytest.mark.integration

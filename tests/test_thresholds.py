@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, log_loss
+from sklearn.model_selection import PredefinedSplit, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -107,13 +112,76 @@ def _classifier_data(per_class_val: int = 4, seed: int = 0) -> tuple:
     return model, Xv, yv
 
 
-def test_calibrate_classifier_picks_the_lowest_cross_fitted_loss() -> None:
+class ScoreColumn(ClassifierMixin, BaseEstimator):
+    """A 'fitted' two-speaker classifier whose P("b") is the first feature: scores made by hand."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> ScoreColumn:
+        self.classes_ = np.array(["a", "b"])
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p = np.clip(np.asarray(X, dtype=float)[:, 0], 0.001, 0.999)
+        return np.c_[1 - p, p]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+def _scored(p_b: np.ndarray, s: np.ndarray, seed: int) -> tuple[ScoreColumn, np.ndarray, np.ndarray]:
+    y = np.where(np.random.default_rng(seed).uniform(size=len(s)) < p_b, "b", "a")
+    return ScoreColumn().fit(s[:, None], y), s[:, None], y
+
+
+def test_isotonic_wins_brier_when_the_true_link_is_a_staircase() -> None:
+    """P(b | score) is 0, then 0.5, then 1: no sigmoid bends like that, isotonic regression fits it."""
+    s = np.random.default_rng(0).uniform(0, 1, 300)
+    model, X, y = _scored(np.select([s < 0.3, s < 0.7], [0.0, 0.5], 1.0), s, seed=1)
+    choice = calibrate_classifier(model, X, y, ("sigmoid", "isotonic"), "brier", seed=0)
+    assert choice.method == "isotonic"
+    assert choice.losses["isotonic"]["brier"] < choice.losses["sigmoid"]["brier"] - 0.01
+    # Isotonic's hard 0/1 steps are what log-loss punishes: the same scores pick sigmoid there.
+    assert calibrate_classifier(model, X, y, ("isotonic", "sigmoid"), "log_loss", seed=0).method == "sigmoid"
+
+
+def test_sigmoid_wins_log_loss_on_few_rows_of_a_smooth_link() -> None:
+    """20 rows with P(b | score) = score: isotonic memorises them and is sure of held-out rows it gets wrong."""
+    s = np.random.default_rng(2).uniform(0.2, 0.8, 20)
+    model, X, y = _scored(s, s, seed=3)
+    choice = calibrate_classifier(model, X, y, ("isotonic", "sigmoid"), "log_loss", seed=0)
+    assert choice.method == "sigmoid"
+    assert choice.losses["sigmoid"]["log_loss"] < 0.8 < 1.5 < choice.losses["isotonic"]["log_loss"]
+
+
+def test_cross_fitted_losses_match_sklearn_on_the_same_folds() -> None:
+    """The losses, re-derived with scikit-learn's own metrics over the documented k-fold scheme."""
+    model, Xv, yv = _classifier_data()
+    choice = calibrate_classifier(model, Xv, yv, ("isotonic", "sigmoid"), "log_loss", seed=0)
+    k = min(5, int(np.unique(yv, return_counts=True)[1].min()))
+    folds = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=0).split(Xv, yv))
+    expected = {}
+    for method in ("isotonic", "sigmoid"):
+        oof = np.zeros((len(yv), 4))
+        for fit_idx, held_idx in folds:
+            cal = CalibratedClassifierCV(FrozenEstimator(model), method=method, cv=PredefinedSplit(np.zeros(len(fit_idx), int)))
+            oof[held_idx] = cal.fit(Xv[fit_idx], yv[fit_idx]).predict_proba(Xv[held_idx])
+        expected[method] = {
+            # isotonic outputs exact zeros: the loss floors probabilities at 1e-15 (sklearn's own
+            # floor is the float epsilon), so a confident miss costs -ln(1e-15) = 34.5 nats
+            "log_loss": log_loss(yv, np.clip(oof, 1e-15, 1.0), labels=model.classes_),
+            "brier": brier_score_loss(yv, oof, labels=model.classes_, scale_by_half=False),
+        }
+    assert choice.n_folds == k == 4
+    for method, losses in expected.items():
+        assert choice.losses[method]["log_loss"] == pytest.approx(losses["log_loss"], rel=1e-6), method
+        assert choice.losses[method]["brier"] == pytest.approx(losses["brier"], rel=1e-6), method
+    assert choice.method == min(expected, key=lambda m: expected[m]["log_loss"])
+    assert choice.losses["isotonic"]["log_loss"] != pytest.approx(choice.losses["sigmoid"]["log_loss"])  # a real choice
+
+
+def test_calibrated_ensemble_averages_frozen_fold_calibrators() -> None:
     model, Xv, yv = _classifier_data()
     coef = model.named_steps["c"].coef_.copy()
     choice = calibrate_classifier(model, Xv, yv, ("isotonic", "sigmoid"), "log_loss", seed=0)
-    assert set(choice.losses) == {"isotonic", "sigmoid"}
-    assert choice.method == min(choice.losses, key=lambda m: choice.losses[m]["log_loss"])
-    assert choice.n_folds == 4
     proba = choice.calibrated.predict_proba(Xv)
     assert np.allclose(proba.sum(axis=1), 1.0)
     assert choice.oof_proba.shape == proba.shape
@@ -125,23 +193,25 @@ def test_calibrate_classifier_picks_the_lowest_cross_fitted_loss() -> None:
     hits = [[np.allclose(m.predict_proba(Xv[[r]])[0], choice.oof_proba[r]) for m in members] for r in range(len(yv))]
     assert all(sum(h) >= 1 for h in hits)
     assert np.array_equal(model.named_steps["c"].coef_, coef)  # frozen: never refitted
-    assert choice.losses[choice.method]["brier"] == pytest.approx(brier_multiclass(yv, choice.oof_proba, choice.calibrated.classes_))
 
 
 def test_calibrate_classifier_brier_metric_and_edge_cases() -> None:
     model, Xv, yv = _classifier_data()
-    choice = calibrate_classifier(model, Xv, yv, ("isotonic", "sigmoid"), "brier", seed=0)
-    assert choice.method == min(choice.losses, key=lambda m: choice.losses[m]["brier"])
     rng = np.random.default_rng(5)
     Xu = rng.normal(0, 3, (6, 5))  # probes of speakers the model never saw
     open_choice = calibrate_classifier(model, Xv, yv, ("isotonic", "sigmoid"), "open_brier", seed=0, X_extra=Xu)
-    assert open_choice.method == min(open_choice.losses, key=lambda m: open_choice.losses[m]["open_brier"])
     unknown = open_choice.calibrated.predict_proba(Xu)
     assert unknown.shape == (6, 4) and np.allclose(unknown.sum(axis=1), 1.0)
+    # open_brier: the Brier sum of the enrolled rows (out of fold) plus the unknown rows, whose
+    # ideal output is all zeros, over all rows -- from sklearn's multi-class Brier score.
     losses = open_choice.losses[open_choice.method]
     n_k = len(yv)
-    expected = (losses["brier"] * n_k + np.sum(unknown**2)) / (n_k + 6)
-    assert losses["open_brier"] == pytest.approx(expected)
+    brier_known = brier_score_loss(yv, open_choice.oof_proba, labels=model.classes_, scale_by_half=False)
+    assert losses["brier"] == pytest.approx(brier_known)
+    assert losses["open_brier"] == pytest.approx((brier_known * n_k + np.sum(unknown**2)) / (n_k + 6))
+    # The metric decides: on the staircase link brier picks isotonic (see above), and
+    # open_brier on these rows differs from brier.
+    assert open_choice.losses["isotonic"]["open_brier"] != pytest.approx(open_choice.losses["isotonic"]["brier"])
     single, Xs, ys = _classifier_data(per_class_val=1)
     one = calibrate_classifier(single, Xs, ys, ("sigmoid", "isotonic"))
     assert one.method == "sigmoid" and one.n_folds == 0 and one.losses == {}

@@ -89,7 +89,11 @@ def from_mapping(cls: type[T], data: Any, key: str) -> T:
         try:
             check()
         except ValueError as exc:
-            raise ConfigError(f"params.yaml: '{key}': {exc}") from exc
+            # a rule whose message starts with a field name is reported at that field's dotted key
+            msg = str(exc)
+            head = msg.split(" ", 1)[0].split(".", 1)[0].split("[", 1)[0].rstrip(":")
+            where = f"{key}.{head}" if head in fields else key
+            raise ConfigError(f"params.yaml: '{where}': {msg}") from exc
     return instance
 
 
@@ -128,7 +132,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         args = get_args(tp)
         val_tp = args[1] if len(args) == 2 else Any
         return types.MappingProxyType({k: _coerce(val_tp, v, f"{key}.{k}") for k, v in value.items()})
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, key)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -17,8 +17,9 @@ charts show accuracy once, labelled as both.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class Sources:
     tracking_uri: str
     selection_json: Path
     select_plots: Path
+    runs_dir: Path  # metrics/models: the final run ids of the last dvc repro, as select read them
 
 
 def sources(repo_root: str | Path = ".", tracking_uri: str | None = None) -> Sources:
@@ -65,7 +67,23 @@ def sources(repo_root: str | Path = ".", tracking_uri: str | None = None) -> Sou
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_absolute():
         uri = prefix + str(root / uri[len(prefix) :])
-    return Sources(root, uri, root / "metrics" / "selection.json", root / "plots" / "select")
+    return Sources(root, uri, root / "metrics" / "selection.json", root / "plots" / "select", root / "metrics" / "models")
+
+
+def pipeline_run_ids(runs_dir: str | Path) -> set[str] | None:
+    """The final run ids the grid/ECAPA stages of the last ``dvc repro`` wrote (what select compared).
+
+    None when the folder does not exist (a store filled some other way).
+    """
+    folder = Path(runs_dir)
+    if not folder.is_dir():
+        return None
+    ids: set[str] = set()
+    for path in sorted(folder.glob("*.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        entries = [summary] if "final_run_id" in summary else [e for e in summary.values() if isinstance(e, dict)]
+        ids.update(str(e["final_run_id"]) for e in entries if "final_run_id" in e)
+    return ids
 
 
 def load_runs(tracking_uri: str, experiment_prefix: str = "voiceid/") -> pd.DataFrame:
@@ -105,13 +123,17 @@ def tidy_runs(raw: pd.DataFrame) -> pd.DataFrame:
     return frame[head + sorted(metrics.values()) + rest].reset_index(drop=True)
 
 
-def final_runs(runs: pd.DataFrame, *, latest_data: bool = True) -> pd.DataFrame:
-    """The newest final run per (family, feature set), optionally only runs of the newest data.
+def final_runs(runs: pd.DataFrame, *, run_ids: Collection[str] | None = None, latest_data: bool = True) -> pd.DataFrame:
+    """One final run per (family, feature set): exactly ``run_ids`` when given, else the newest.
 
-    Repeated ``dvc repro`` runs pile up in the store; ``latest_data`` keeps the ``data_hash``
-    of the most recent final run so another dataset's runs are not mixed in.
+    Repeated ``dvc repro`` runs pile up in the store. Pass :func:`pipeline_run_ids` to show the
+    very runs the select stage compared; without it the newest run of each family is shown
+    and ``latest_data`` keeps the ``data_hash`` of the most recent final run so another
+    dataset's runs are not mixed in.
     """
     finals = runs[runs["stage"] == "final"].sort_values("start_time", ascending=False)
+    if run_ids is not None:
+        finals = finals[finals["run_id"].isin(set(run_ids))]
     if latest_data and finals["data_hash"].notna().any():
         newest = finals["data_hash"].dropna().iloc[0]
         finals = finals[finals["data_hash"].isna() | (finals["data_hash"] == newest)]

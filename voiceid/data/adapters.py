@@ -1,11 +1,13 @@
 """Input adapters: turn the layouts users bring into one table of candidate utterances.
 
 Three layouts are understood, all producing a DataFrame with columns
-``utt_id, path, speaker, text`` (see :data:`CANDIDATE_COLUMNS`):
+``utt_id, path, speaker, group, text`` (see :data:`CANDIDATE_COLUMNS`; ``group`` is the
+recording session when the layout knows it, else None):
 
 * ``folder`` — ``root/<speaker>/**/<utt>.{wav,flac,ogg,mp3,...}`` (VoxCeleb/LibriSpeech);
-  the first folder level under ``root`` names the speaker, deeper folders are allowed.
-* ``csv`` — a manifest with columns ``path,speaker[,text,duration]``.
+  the first folder level under ``root`` names the speaker, the folders below it (a
+  VoxCeleb video, a LibriSpeech chapter) name the session.
+* ``csv`` — a manifest with columns ``path,speaker[,text,duration,group]``.
 * ``dusha`` — the Dusha crowd-sourcing ``jsonl`` (``hash_id, audio_path, duration,
   annotator_emo, golden_emo, annotator_id, speaker_text, speaker_emo, source_id``):
   ``source_id`` is the speaker and rows repeating a ``speaker_text`` are dropped,
@@ -27,7 +29,7 @@ import pandas as pd
 
 from voiceid.data.audio import AUDIO_EXTENSIONS
 
-CANDIDATE_COLUMNS = ["utt_id", "path", "speaker", "text"]
+CANDIDATE_COLUMNS = ["utt_id", "path", "speaker", "group", "text"]
 
 
 REJECT_COLUMNS = ["path", "utt_id", "speaker", "reason", "detail"]
@@ -79,7 +81,8 @@ def scan_folder(root: str | os.PathLike[str]) -> Ingested:
         if len(rel.parts) < 2:
             rejects.append(reject(repo_path(path), "no_speaker", "expected root/<speaker>/<file>, found a file at the root"))
             continue
-        rows.append({"utt_id": rel.as_posix(), "path": repo_path(path), "speaker": rel.parts[0], "text": None})
+        group = "/".join(rel.parts[1:-1]) or None  # root/<speaker>/<session>/.../<file>
+        rows.append({"utt_id": rel.as_posix(), "path": repo_path(path), "speaker": rel.parts[0], "group": group, "text": None})
     return Ingested(pd.DataFrame(rows, columns=CANDIDATE_COLUMNS), rejects)
 
 
@@ -99,7 +102,7 @@ def read_csv_manifest(manifest: str | os.PathLike[str], audio_root: str | os.Pat
             missing = [c for c in ("path", "speaker") if c not in header]
             if missing:
                 raise DatasetError(
-                    f"{manifest}: missing column(s) {', '.join(missing)}; expected path,speaker[,text,duration], found {','.join(header) or 'no header'}"
+                    f"{manifest}: missing column(s) {', '.join(missing)}; expected path,speaker[,text,duration,group], found {','.join(header) or 'no header'}"
                 )
             raw = list(enumerate(reader, start=2))
     except FileNotFoundError as exc:
@@ -111,7 +114,13 @@ def read_csv_manifest(manifest: str | os.PathLike[str], audio_root: str | os.Pat
             rejects.append(reject(f"{manifest}:{line}", "bad_manifest_row", "expected non-empty path and speaker"))
             continue
         rows.append(
-            {"utt_id": path, "path": repo_path(_resolve(base, path)), "speaker": speaker, "text": rec.get("text") or None}
+            {
+                "utt_id": path,
+                "path": repo_path(_resolve(base, path)),
+                "speaker": speaker,
+                "group": (rec.get("group") or "").strip() or None,
+                "text": rec.get("text") or None,
+            }
         )
     return Ingested(pd.DataFrame(rows, columns=CANDIDATE_COLUMNS), rejects)
 
@@ -149,6 +158,7 @@ def read_dusha_manifest(manifest: str | os.PathLike[str], audio_root: str | os.P
                     "utt_id": str(rec["hash_id"]),
                     "path": repo_path(_resolve(base, str(rec["audio_path"]))),
                     "speaker": str(rec["source_id"]),
+                    "group": None,  # Dusha names no recording session
                     "text": text,
                 }
             )

@@ -165,20 +165,46 @@ def validate_clip(
     path: str | os.PathLike[str],
     min_duration: float,
     max_duration: float | None = None,
-    silence_db: float = -50.0,
+    silence_db: float = -70.0,
+    activity_db: float = 12.0,
 ) -> None:
-    """Raise an :class:`AudioError` if ``clip`` is too short, too long or silent.
+    """Raise an :class:`AudioError` if ``clip`` is too short, too long or has no speech activity.
 
-    A clip counts as silent when its loudest 25 ms frame stays below ``silence_db``
-    dBFS: low-level hiss passes a plain peak check but carries no speaker.
+    Silence is judged by speech *activity*, not absolute level, so quiet but clean speech is
+    kept (a -55 dBFS recording of a soft voice is a speaker; -50 dBFS used to be the bar):
+
+    * after removing any DC offset, a clip whose loudest 25 ms frame is below ``silence_db``
+      dBFS is digital silence (or a constant offset);
+    * otherwise, speech rises well above its own noise floor (the 10th percentile of frame
+      levels): a clip whose loudest frame is less than ``activity_db`` dB above that floor is
+      stationary noise, hum or hiss alone.  Real speech measured 13-50 dB (LibriSpeech,
+      az_digits); white noise ~1 dB, pink noise ~10 dB, mains hum < 1 dB.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> noise = Clip(rng.normal(0, 0.01, 16000).astype(np.float32), 16000, 16000, 1)
+    >>> validate_clip(noise, "hiss.wav", 0.5)
+    Traceback (most recent call last):
+    ...
+    voiceid.data.audio.SilentAudioError: hiss.wav: silent: expected a frame >= 12 dB above the noise floor, found ...
     """
     if clip.duration < min_duration:
         raise TooShortAudioError(path, f">= {min_duration:.2f} s", f"{clip.duration:.3f} s")
     if max_duration is not None and clip.duration > max_duration:
         raise TooLongAudioError(path, f"<= {max_duration:.2f} s", f"{clip.duration:.3f} s")
-    loudest = float(frame_rms_db(clip.wave, clip.sample_rate).max())
+    levels = frame_rms_db(clip.wave - np.mean(clip.wave, dtype=np.float64), clip.sample_rate)
+    loudest = float(levels.max())
     if loudest < silence_db:
-        raise SilentAudioError(path, f"a frame louder than {silence_db:.0f} dBFS", f"loudest {loudest:.1f} dBFS")
+        raise SilentAudioError(
+            path, f"a frame louder than {silence_db:.0f} dBFS", f"loudest {loudest:.1f} dBFS after DC removal (digital silence)"
+        )
+    floor = float(np.percentile(levels, 10))
+    if loudest - floor < activity_db:
+        raise SilentAudioError(
+            path,
+            f"a frame >= {activity_db:.0f} dB above the noise floor",
+            f"loudest {loudest - floor:.1f} dB above a {floor:.1f} dBFS floor (stationary noise, hum or DC alone)",
+        )
 
 
 def content_hash(wave: np.ndarray) -> str:

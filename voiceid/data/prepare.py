@@ -6,8 +6,10 @@ so that tests can call it directly and inspect the tables.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -18,42 +20,56 @@ from voiceid.data.adapters import REJECT_COLUMNS, ingest, reject
 from voiceid.data.audio import AudioError, content_hash, load_audio, validate_clip
 from voiceid.data.splits import SplitPlan, assign_roles
 
-MANIFEST_COLUMNS = ["utt_id", "path", "speaker", "role", "split", "duration", "sample_rate", "channels", "content_hash", "text"]
+MANIFEST_COLUMNS = [
+    "utt_id",
+    "path",
+    "speaker",
+    "group",
+    "role",
+    "split",
+    "split_by",
+    "duration",
+    "sample_rate",
+    "channels",
+    "content_hash",
+    "text",
+]
 
 
-@dataclass(frozen=True)
-class PrepareParams:
-    """The ``prepare`` section of params.yaml (see the comments there)."""
+@dataclass(frozen=True, kw_only=True)
+class PrepareParams(SplitPlan):
+    """The ``prepare`` section of params.yaml (see the comments there): the split plan plus input and validation."""
 
     adapter: Literal["folder", "csv", "dusha"]
     source: str
-    min_utts: int
-    utts_per_speaker: int
-    train_per_speaker: int
-    val_per_speaker: int
     audio_root: str | None = None
+    # regex on the file name (stem) whose first group names the recording session, for
+    # layouts that keep it in the name (LibriSpeech "19-198-0001": chapter 198); null: the
+    # folder between speaker and file (VoxCeleb video, LibriSpeech chapter), or a CSV "group"
+    group_pattern: str | None = None
     sample_rate: int = 16000
     min_duration: float = 0.5
     max_duration: float | None = None
-    silence_db: float = -50.0
-    max_utts: int | None = None
-    order: Literal["longest", "random"] = "longest"
-    n_speakers: int | None = None
-    n_enrolled: int | None = None
-    n_unknown: int | None = None
-    unknown_utts_per_speaker: int = 2
-    unknown_val_fraction: float = 0.5
+    silence_db: float = -70.0  # loudest frame (after DC removal) below this: digital silence
+    activity_db: float = 12.0  # loudest frame must rise this far above the clip's noise floor
     n_jobs: int = -1
-    seed: int = 42
-
-    def plan(self) -> SplitPlan:
-        names = {f.name for f in fields(SplitPlan)}
-        return SplitPlan(**{k: v for k, v in asdict(self).items() if k in names})
 
     def check(self) -> None:
-        self.plan().check()
+        super().check()
         if self.min_duration <= 0:
             raise ValueError(f"min_duration must be > 0, found {self.min_duration}")
+        if self.max_duration is not None and self.max_duration <= self.min_duration:
+            raise ValueError(f"max_duration {self.max_duration} must exceed min_duration {self.min_duration}")
+        if self.activity_db <= 0:
+            raise ValueError(f"activity_db must be > 0, found {self.activity_db}")
+        if self.sample_rate < 8000:
+            raise ValueError(f"sample_rate must be >= 8000 Hz, found {self.sample_rate}")
+        if self.group_pattern is not None:
+            try:
+                if re.compile(self.group_pattern).groups < 1:
+                    raise ValueError(f"group_pattern {self.group_pattern!r} needs a capture group naming the session")
+            except re.error as exc:
+                raise ValueError(f"group_pattern {self.group_pattern!r} is not a regular expression: {exc}") from None
 
 
 @dataclass
@@ -68,7 +84,7 @@ def inspect_file(path: str, params: PrepareParams) -> dict[str, Any]:
     """Decode and validate one file; returns its facts or ``{"reason", "detail"}``."""
     try:
         clip = load_audio(path, params.sample_rate)
-        validate_clip(clip, path, params.min_duration, params.max_duration, params.silence_db)
+        validate_clip(clip, path, params.min_duration, params.max_duration, params.silence_db, params.activity_db)
     except AudioError as exc:
         return {"reason": exc.reason, "detail": str(exc)}
     return {
@@ -108,8 +124,20 @@ def prepare(params: PrepareParams, progress: bool = True) -> Prepared:
         rejects.append(reject(row["path"], "duplicate_audio", detail, row["utt_id"], row["speaker"]))
     valid = valid[~dup]
 
-    manifest = assign_roles(valid, params.plan())[MANIFEST_COLUMNS]
+    if params.group_pattern is not None:
+        valid = valid.assign(group=[session_of(p, params.group_pattern) for p in valid["path"]])
+    manifest = assign_roles(valid, params)[MANIFEST_COLUMNS]
     return Prepared(manifest, pd.DataFrame(rejects, columns=REJECT_COLUMNS), len(cands), n_valid)
+
+
+def session_of(path: str, pattern: str) -> str | None:
+    """The recording session named by ``pattern``'s first group in the file name, or None.
+
+    >>> session_of("data/default/ls0019/19-198-0001.flac", r"^[^-]+-([^-]+)-")
+    '198'
+    """
+    m = re.search(pattern, Path(path).stem)
+    return m.group(1) if m else None
 
 
 def data_report(prep: Prepared) -> dict[str, Any]:
@@ -119,6 +147,7 @@ def data_report(prep: Prepared) -> dict[str, Any]:
         "enrolled": int(m.loc[m.role == "enrolled", "speaker"].nunique()),
         "unknown_val": int(m.loc[(m.role == "unknown") & (m.split == "val"), "speaker"].nunique()),
         "unknown_test": int(m.loc[(m.role == "unknown") & (m.split == "test"), "speaker"].nunique()),
+        "background": int(m.loc[m.role == "background", "speaker"].nunique()),
     }
     utts = {f"{r}_{s}": int(n) for (r, s), n in m.groupby(["role", "split"]).size().items()}
     hours = {f"{r}_{s}": round(float(d) / 3600, 4) for (r, s), d in m.groupby(["role", "split"])["duration"].sum().items()}
@@ -129,6 +158,7 @@ def data_report(prep: Prepared) -> dict[str, Any]:
         "rejected": len(prep.rejects),
         "rejected_by_reason": dict(sorted(Counter(prep.rejects["reason"]).items())),
         "speakers": speakers,
+        "enrolled_split_by": {k: int(v) for k, v in m.loc[m.role == "enrolled"].groupby("split_by")["speaker"].nunique().items()},
         "utterances": utts,
         "hours": hours,
     }

@@ -24,17 +24,34 @@ class Utterances:
 
 @dataclass(frozen=True)
 class EcapaData:
-    """Enrollment (= training) utterances and the held-out utterances of val and test."""
+    """Enrollment utterances (enrolled ``train`` rows), background speakers' utterances, and val / test."""
 
     n_mels: int
-    train: Utterances
+    train: Utterances  # enrolled speakers' train rows: their centroids, and training data unless excluded
     val: Utterances
     test: Utterances
+    background: Utterances = Utterances([], np.array([], dtype=str), np.array([], dtype=str))
+
+    def training(self, speakers: str) -> Utterances:
+        """What the network learns from: ``enrolled`` train rows, ``background`` speakers, or ``both``.
+
+        Background speakers are never enrolled and never probes, so an embedder trained on
+        them alone is judged on voices it has never heard, as a pretrained encoder is.
+        """
+        parts = {"enrolled": [self.train], "background": [self.background], "both": [self.train, self.background]}[speakers]
+        parts = [u for u in parts if len(u.feats)]
+        if not parts or len({s for u in parts for s in u.speakers}) < 2:
+            raise EcapaError(f"ecapa.train_speakers={speakers!r}: need at least 2 training speakers (prepare.n_background?)")
+        return Utterances(
+            [f for u in parts for f in u.feats],
+            np.concatenate([u.speakers for u in parts]),
+            np.concatenate([u.utt_ids for u in parts]),
+        )
 
     @property
     def fingerprint(self) -> str:
         h = hashlib.sha256()
-        for part in (self.train, self.val, self.test):
+        for part in (self.train, self.val, self.test, self.background):
             h.update("\n".join(part.utt_ids).encode())
             h.update("\n".join(part.speakers).encode())
             for f in part.feats:
@@ -54,18 +71,22 @@ def split_logmel(meta: pd.DataFrame, mats: Sequence[np.ndarray], source: str = "
     for utt in meta.loc[~ok, "utt_id"]:
         log.warning("%s: utterance %s has no frames or non-finite values; skipped", source, utt)
     parts = {}
-    for split in ("train", "val", "test"):
-        mask = ok & (meta["split"] == split).to_numpy()
+    role = meta["role"].to_numpy()
+    for split in ("train", "val", "test", "background"):
+        if split == "background":
+            mask = ok & (role == "background")
+        else:
+            mask = ok & (meta["split"] == split).to_numpy() & (role != "background")
         if split == "train":
-            mask &= (meta["role"] == "enrolled").to_numpy()
-        if not mask.any():
+            mask &= role == "enrolled"
+        if not mask.any() and split != "background":
             raise EcapaError(f"{source}: no usable {'enrolled ' if split == 'train' else ''}rows in split {split!r}")
         idx = np.flatnonzero(mask)
         parts[split] = Utterances(
-            [np.asarray(mats[i], dtype=np.float32) for i in idx],
+            [np.asarray(mats[i], dtype=np.float32) for i in idx.tolist()],
             meta["speaker"].astype(str).to_numpy()[idx],
             meta["utt_id"].astype(str).to_numpy()[idx],
         )
     if len(set(parts["train"].speakers)) < 2:
         raise EcapaError(f"{source}: need at least 2 enrolled speakers with train rows")
-    return EcapaData(bands.pop(), parts["train"], parts["val"], parts["test"])
+    return EcapaData(bands.pop(), parts["train"], parts["val"], parts["test"], parts["background"])

@@ -37,7 +37,7 @@ class Trials(NamedTuple):
 
 
 def build_trials(
-    speakers: Sequence[str],
+    speakers: Sequence[str] | NDArray[np.str_],
     probe: ArrayLike | None = None,
     max_nontarget: int | None = None,
     seed: int = 0,

@@ -12,7 +12,7 @@ The network maps a log-mel spectrogram of any length to one fixed-size speaker e
 Time is only ever pooled at the very end, so a 1 s clip and a 30 s clip give embeddings of the
 same shape.  The published model uses C=512 (about 6.2 M parameters); a smaller ``channels``
 keeps CPU training cheap.  The training objective (AAM-softmax) lives with the training loop in
-:mod:`voiceid.ecapa_train`; this file holds only the network.
+:mod:`voiceid.ecapa.train`; this file holds only the network.
 
 Example:
     >>> import torch

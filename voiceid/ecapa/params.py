@@ -44,6 +44,8 @@ class EcapaParams:
     threads: int = 2  # torch CPU threads (0: torch's default)
     p_target: float = 0.01
     max_nontarget: int | None = 50000  # cap on non-target trials per split (seeded subset)
+    # who the network learns from: enrolled train rows, background speakers (prepare.n_background), or both
+    train_speakers: Literal["enrolled", "background", "both"] = "both"
     model: EcapaConfig = field(default_factory=EcapaConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchSpace = field(default_factory=SearchSpace)

@@ -17,7 +17,7 @@ Protocol (README "ECAPA-TDNN embedder"):
   finished ones return from their checkpoints at once, the interrupted one continues, and
   trials already logged under the MLflow study run are not logged twice.
 
-MLflow layout as the grid (:mod:`voiceid.tuning`): experiment ``voiceid/<dataset>/logmel``, a
+MLflow layout as the grid (:mod:`voiceid.grid.run`): experiment ``voiceid/<dataset>/logmel``, a
 study run with one child run per trial, and a final run tagged ``family=ecapa``.
 """
 
@@ -145,7 +145,8 @@ def run_ecapa(
 ) -> EcapaResult:
     """Tune, pick the best trial, score val and test, log the final run; see the module doc."""
     device = pick_device(params.device)
-    space, train_labels = params.search, _label_codes(data.train.speakers)
+    fit = data.training(params.train_speakers)  # enrolled speakers are only enrolled unless train_speakers says so
+    space, train_labels = params.search, _label_codes(fit.speakers)
     settings = {k: v for k, v in as_dict(params).items() if k not in ("device", "threads")}  # results do not depend on them
     run_key = hashlib.sha256((data.fingerprint + json.dumps(settings, sort_keys=True, default=str)).encode())
     sname = study_name(params.dataset_name, FEATURE_SET, FAMILY, "eer", run_key.hexdigest())
@@ -169,7 +170,7 @@ def run_ecapa(
             "channels": trial.suggest_categorical("channels", list(space.channels)),
         }
         model_cfg, train_cfg = trial_configs(params, data.n_mels, hp)
-        ckpt = Path(checkpoint_dir) / f"trial-{fingerprint(model_cfg, train_cfg, data.train.feats, train_labels)[:16]}.pt"
+        ckpt = Path(checkpoint_dir) / f"trial-{fingerprint(model_cfg, train_cfg, fit.feats, train_labels)[:16]}.pt"
 
         def on_epoch(record: dict[str, float]) -> None:
             trial.report(record["val_eer"], int(record["epoch"]))
@@ -178,7 +179,7 @@ def run_ecapa(
 
         start = time.perf_counter()
         result = train_embedder(
-            data.train.feats,
+            fit.feats,
             train_labels,
             model_cfg,
             train_cfg,
@@ -198,6 +199,7 @@ def run_ecapa(
                 "train_seconds": round(time.perf_counter() - start, 1),
             },
         )
+        assert result.best_val_eer is not None  # validate= is given: every epoch sets it
         trial.set_user_attr("metrics", {"eer": result.best_val_eer})  # logged as val_eer
         return float(result.best_val_eer)
 

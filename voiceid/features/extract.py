@@ -9,7 +9,7 @@ its file finishes, so a killed run loses at most the files in flight.
 
 Example:
     >>> import tempfile
-    >>> from voiceid.features import FeatureParams
+    >>> from voiceid.features.params import FeatureParams
     >>> cache = FeatureCache(tempfile.mkdtemp(), FeatureParams())
     >>> cache.get("mfcc60", "ab" * 32) is None
     True
@@ -25,14 +25,15 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import librosa
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed, effective_n_jobs
+from librosa.version import version as LIBROSA_VERSION  # = librosa.__version__, which librosa's stub omits
 from tqdm import tqdm
 
 from voiceid.atomic import atomic_write
 from voiceid.data.audio import AudioError, content_hash, load_audio
+from voiceid.features import dvector
 from voiceid.features.jit import warm_jit_caches
 from voiceid.features.params import FEATURE_VERSION, VECTOR_SETS, FeatureParams
 from voiceid.features.signal import compute_sets, feature_names
@@ -50,7 +51,7 @@ def set_params_key(name: str, params: FeatureParams) -> str:
     relevant: dict[str, object] = {
         "set": name,
         "version": FEATURE_VERSION,
-        "librosa": librosa.__version__,
+        "librosa": LIBROSA_VERSION,
         "sample_rate": params.sample_rate,
     }
     if name == "seed498":
@@ -59,6 +60,8 @@ def set_params_key(name: str, params: FeatureParams) -> str:
         relevant["delta_width"] = params.delta_width
     elif name == "logmel":
         relevant["logmel"] = asdict(params.logmel)
+    elif name == "dvector":  # the pretrained encoder's package versions (and its weights) are part of the numbers
+        relevant.update(dvector=asdict(params.dvector), dvector_version=dvector.DVECTOR_VERSION, **dvector.versions())
     blob = json.dumps(relevant, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -68,7 +71,7 @@ class FeatureCache:
 
     def __init__(self, root: str | os.PathLike[str], params: FeatureParams) -> None:
         self.root = Path(root)
-        self._keys = {name: set_params_key(name, params) for name in params.sets}
+        self._keys: dict[str, str] = {name: set_params_key(name, params) for name in params.sets}
 
     def path(self, name: str, chash: str) -> Path:
         return self.root / name / chash[:2] / f"{chash}-{self._keys[name]}.npy"
@@ -181,6 +184,8 @@ def extract_features(
     check_manifest(manifest)
     start = time.perf_counter()
     sets = tuple(params.sets)
+    if "dvector" in sets:
+        dvector.require_resemblyzer()  # DvectorUnavailable now, not every file rejected later
     cache = FeatureCache(cache_dir, params) if cache_dir is not None else None
     manifest = manifest.reset_index(drop=True)
     paths = manifest["path"].astype(str).tolist()

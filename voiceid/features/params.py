@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-SetName = Literal["seed498", "mfcc60", "extended", "logmel"]
+SetName = Literal["seed498", "mfcc60", "extended", "logmel", "dvector"]
 
 
-SET_NAMES: tuple[str, ...] = ("seed498", "mfcc60", "extended", "logmel")
+SET_NAMES: tuple[str, ...] = ("seed498", "mfcc60", "extended", "logmel", "dvector")
 
 
-VECTOR_SETS: tuple[str, ...] = ("seed498", "mfcc60", "extended")
+# Clip-level sets: one float32 vector per file (feature tables); logmel is frame-level.
+VECTOR_SETS: tuple[str, ...] = ("seed498", "mfcc60", "extended", "dvector")
 
 
 # Bumped whenever a formula changes, so cached vectors from older code are not reused.
@@ -42,14 +43,32 @@ class LogmelParams:
 
 
 @dataclass(frozen=True)
+class DvectorParams:
+    """Resemblyzer's GE2E encoder (set ``dvector``, :mod:`voiceid.features.dvector`); defaults are resemblyzer's."""
+
+    vad: bool = True  # trim pauses > ~0.2 s with webrtcvad first, as resemblyzer.preprocess_wav
+    rate: float = 1.3  # 1.6 s partial windows per second of audio
+    min_coverage: float = 0.75  # a last partial window at least this full is zero-padded and kept
+
+    def check(self) -> None:
+        # resemblyzer asserts 0 < frame step <= 160 frames: 16000 / (160 * 160) <= rate < 200
+        if not 0.625 <= self.rate < 200:
+            raise ValueError(f"rate must be in [0.625, 200), found {self.rate}")
+        if not 0 < self.min_coverage <= 1:
+            raise ValueError(f"min_coverage must be in (0, 1], found {self.min_coverage}")
+
+
+@dataclass(frozen=True)
 class FeatureParams:
     """The ``features`` section of params.yaml."""
 
+    # params.yaml's default adds dvector; this in-code default (tests, benchmarks) stays torch-free
     sets: tuple[SetName, ...] = ("seed498", "mfcc60", "extended", "logmel")
     sample_rate: int = 16000  # pipeline rate: must equal prepare.sample_rate (content hashes use it)
     tonnetz_chroma: Literal["stft", "cqt"] = "stft"
     delta_width: int = 9
     logmel: LogmelParams = LogmelParams()
+    dvector: DvectorParams = DvectorParams()
     n_jobs: int = -1
 
     def check(self) -> None:
@@ -62,3 +81,4 @@ class FeatureParams:
         if self.logmel.fmax > self.sample_rate / 2:
             raise ValueError(f"logmel.fmax {self.logmel.fmax} exceeds Nyquist of {self.sample_rate} Hz")
         self.logmel.check()
+        self.dvector.check()

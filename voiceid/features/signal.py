@@ -10,8 +10,10 @@ identical numbers for identical audio.  The named sets:
 ``extended`` MFCC, delta and delta-delta (mean/std/min/max each: 240) plus RMS, spectral
              centroid, bandwidth, roll-off and zero-crossing rate (mean/std/min/max: 20).
 ``logmel``   frame-level log-mel matrix (n_frames, n_mels) for the ECAPA stage.
+``dvector``  256-d embedding from Resemblyzer's pretrained GE2E encoder (:mod:`voiceid.features.dvector`;
+             torch is imported only when this set is asked for).
 
-How this differs from the seed recipe (see :mod:`voiceid.seed_recipe`, the reference):
+How this differs from the seed recipe (see :mod:`voiceid.features.seed_recipe`, the reference):
 the seed called ``librosa.load`` four times and ran a separate STFT per feature plus a CQT
 for tonnetz.  Here the clip-level sets share one resample to 22050 Hz (the seed's rate,
 librosa's soxr_hq = soxr "HQ", the same resampler) and one 2048/512 STFT (float32, see
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -43,6 +46,7 @@ import soxr
 from scipy import sparse
 from threadpoolctl import ThreadpoolController
 
+from voiceid.features import dvector as dvec
 from voiceid.features.params import SET_NAMES, VECTOR_SETS, FeatureParams, LogmelParams
 
 # The seed recipe's librosa defaults; fixed because seed498/mfcc60 are defined by them.
@@ -175,7 +179,7 @@ def clip_spectra(wave: np.ndarray, sample_rate: int) -> ClipSpectra:
 
 
 def _stats(x: np.ndarray, which: tuple[str, ...]) -> np.ndarray:
-    ops = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max}
+    ops: dict[str, Callable[..., np.ndarray]] = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max}
     return np.concatenate([ops[w](x, axis=1) for w in which])
 
 
@@ -277,7 +281,7 @@ def compute_sets(wave: np.ndarray, sample_rate: int, sets: tuple[str, ...], para
         raise ValueError(f"unknown feature set(s) {sorted(unknown)} (known: {', '.join(SET_NAMES)})")
     wave = _to_pipeline_rate(wave, sample_rate, params)
     out: dict[str, np.ndarray] = {}
-    clip_sets = [s for s in sets if s in VECTOR_SETS]
+    clip_sets = [s for s in sets if s in VECTOR_SETS and s != "dvector"]
     with _one_blas_thread():
         if clip_sets:
             sp = clip_spectra(wave, params.sample_rate)
@@ -290,6 +294,8 @@ def compute_sets(wave: np.ndarray, sample_rate: int, sets: tuple[str, ...], para
                     out[name] = _extended(sp, params.delta_width)
         if "logmel" in sets:
             out["logmel"] = logmel(wave, params.sample_rate, params)
+    if "dvector" in sets:  # torch keeps its own thread count (one, see voiceid.features.dvector)
+        out["dvector"] = dvec.dvector(wave, params.sample_rate, params.dvector)
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
 
 
@@ -317,4 +323,6 @@ def feature_names(name: str) -> list[str]:
     if name == "extended":
         tracks = [c for pre in ("mfcc", "dmfcc", "ddmfcc") for c in block(pre, N_MFCC, _EXT_STATS)]
         return tracks + [f"{d}_{s}" for d in ("rms", "centroid", "bandwidth", "rolloff", "zcr") for s in _EXT_STATS]
+    if name == "dvector":
+        return dvec.feature_names()
     raise ValueError(f"{name!r} is not a vector feature set (choose from {', '.join(VECTOR_SETS)})")

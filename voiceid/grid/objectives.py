@@ -8,7 +8,7 @@ Protocol (README "Experiment grid"):
   the same training rows (so its ``val_*`` metrics stay honest for the selection stage)
   and scored once on ``split == "test"``.
 * Clustering families fit their preprocessing on train rows, are tuned by clustering the
-  train+val rows and are reported by clustering the test rows (see ``voiceid.clustering``).
+  train+val rows and are reported by clustering the test rows (see ``voiceid.grid.clustering``).
 * Studies use a seeded TPE sampler, a median pruner for iterative families, and resume from
   their storage (``load_if_exists``); a study's name carries a fingerprint of its inputs so
   changed data starts a fresh study. The first trial of a fresh study is the family's

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from voiceid.config import as_dict
 from voiceid.grid import classifiers, clustering
@@ -19,13 +19,16 @@ class GridError(StudyError):
     """The grid cannot run on these inputs (empty split, no completed trial, ...)."""
 
 
+GridFamily = Literal["kmeans", "kmeans_seeded", "dbscan", "agglomerative", "svc", "mlp", "catboost", "knn", "logreg"]
+
+
 @dataclass(frozen=True)
 class GridParams:
     """``grid`` section of params.yaml."""
 
     dataset_name: str  # MLflow experiment: voiceid/<dataset_name>/<feature_set>
-    feature_sets: tuple[str, ...]
-    families: tuple[str, ...]
+    feature_sets: tuple[Literal["mfcc60", "seed498", "extended", "dvector"], ...]
+    families: tuple[GridFamily, ...]
     objective: Literal["f1_weighted", "f1_macro", "accuracy", "top5_accuracy"]
     clustering_objective: Literal["ari", "nmi", "f1_weighted", "accuracy"]
     n_trials: int
@@ -38,14 +41,14 @@ class GridParams:
     catboost: classifiers.CatBoostLimits = field(default_factory=classifiers.CatBoostLimits)
 
     def check(self) -> None:
-        known = {*classifiers.FAMILIES, *clustering.FAMILIES}
-        for name in self.families:
-            if name not in known:
-                raise ValueError(f"unknown family {name!r} in 'families' (known: {', '.join(sorted(known))})")
+        if not self.families or not self.feature_sets:
+            raise ValueError("families and feature_sets must each name at least one entry")
+        if len(set(self.families)) != len(self.families):
+            raise ValueError(f"families has duplicates: {list(self.families)}")
         if self.n_trials < 1:
-            raise ValueError("'n_trials' must be >= 1")
+            raise ValueError(f"n_trials must be >= 1, found {self.n_trials}")
         if self.timeout_s is not None and self.timeout_s <= 0:
-            raise ValueError("'timeout_s' must be > 0 or null")
+            raise ValueError(f"timeout_s must be > 0 or null, found {self.timeout_s}")
 
 
 def family_kind(name: str) -> Literal["classifier", "clustering"]:
@@ -59,3 +62,7 @@ def family_kind(name: str) -> Literal["classifier", "clustering"]:
 def grid_run_params(params: GridParams) -> dict[str, Any]:
     """Grid settings logged on study runs (``grid.*``)."""
     return {f"grid.{k}": v for k, v in as_dict(params).items() if k not in ("families", "feature_sets")}
+
+
+if set(get_args(GridFamily)) != {*classifiers.FAMILIES, *clustering.FAMILIES}:  # one list of names, checked at import
+    raise ImportError("grid.params.GridFamily must name exactly the classifier and clustering families")

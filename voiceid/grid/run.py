@@ -1,7 +1,7 @@
 """One grid cell end to end: tune a family on a feature set, refit the best, log the final run.
 
 ``run_family`` is what ``stages/grid.py`` and ``benchmarks/grid_az_digits.py`` call; the
-study mechanics live in ``voiceid.tuning`` and the MLflow calls in ``voiceid.tracking``.
+study mechanics live in ``voiceid.study`` and the MLflow calls in ``voiceid.tracking``.
 
 Final runs (tag ``stage=final``) carry params (hyper-parameters, ``seed``, ``objective``),
 metrics ``val_<m>`` (the tuning rows) and ``test_<m>`` for m in accuracy, f1_weighted,

@@ -18,7 +18,7 @@ class Centroids(NamedTuple):
     vectors: NDArray[np.float64]  # (n_speakers, embedding_dim)
 
 
-def speaker_centroids(emb: ArrayLike, speakers: Sequence[str]) -> Centroids:
+def speaker_centroids(emb: ArrayLike, speakers: Sequence[str] | NDArray[np.str_]) -> Centroids:
     """Mean of each speaker's unit-length embeddings, re-normalised (speakers sorted)."""
     e = l2_normalize(emb)
     spk = np.asarray(speakers)

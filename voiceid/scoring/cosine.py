@@ -57,10 +57,22 @@ def s_norm(
             raise ValueError(f"top_k must be in 1..{c.shape[1]}, found {top_k}")
     out = np.zeros_like(s)
     for c in sides:
-        if top_k is not None:
-            c = -np.sort(-c, axis=1)[:, :top_k]  # the closest impostors: the ones that matter at the threshold
-        sd = c.std(axis=1)
+        mean, sd = cohort_stats(c, top_k)
         # A degenerate (constant) cohort contributes nothing rather than dividing by zero.
-        z = np.where(sd > 1e-6, (s - c.mean(axis=1)) / np.where(sd > 1e-6, sd, 1.0), 0.0)
-        out += 0.5 * z
+        out += 0.5 * np.where(sd > 1e-6, (s - mean) / np.where(sd > 1e-6, sd, 1.0), 0.0)
     return out
+
+
+def cohort_stats(cohort_scores: ArrayLike, top_k: int | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean and standard deviation of each row's cohort scores, over its ``top_k`` highest when given.
+
+    The closest impostors are the ones that matter at the threshold, hence *adaptive* s-norm.
+
+    >>> m, sd = cohort_stats([[0.0, 2.0, 1.0]], top_k=2)
+    >>> float(m[0]), float(sd[0])
+    (1.5, 0.5)
+    """
+    c = np.asarray(cohort_scores, dtype=np.float64)
+    if top_k is not None:
+        c = -np.sort(-c, axis=1)[:, :top_k]
+    return c.mean(axis=1), c.std(axis=1)

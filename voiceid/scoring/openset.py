@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,18 +47,25 @@ class Probes:
     pred: NDArray[np.str_]
     score: NDArray[np.float64]
     known: NDArray[np.bool_]
+    ids: NDArray[np.str_] | None  # utterance ids: lets several systems' answers be paired probe by probe
 
-    def __init__(self, true: ArrayLike, pred: ArrayLike, score: ArrayLike, known: ArrayLike) -> None:
+    def __init__(
+        self, true: ArrayLike, pred: ArrayLike, score: ArrayLike, known: ArrayLike, ids: ArrayLike | None = None
+    ) -> None:
         t, p = np.asarray(true).astype(str), np.asarray(pred).astype(str)
         s, k = np.asarray(score, dtype=np.float64), np.asarray(known, dtype=bool)
         if not t.ndim == p.ndim == s.ndim == k.ndim == 1 or not len(t) == len(p) == len(s) == len(k):
             raise ValueError(f"probe arrays must be 1-D of one length, found {t.shape} {p.shape} {s.shape} {k.shape}")
         if not np.all(np.isfinite(s)):
             raise ValueError("probe scores contain NaN or infinite values")
+        i = None if ids is None else np.asarray(ids).astype(str)
+        if i is not None and i.shape != t.shape:
+            raise ValueError(f"probe ids must match the probes, found {i.shape} for {t.shape}")
         object.__setattr__(self, "true", t)
         object.__setattr__(self, "pred", p)
         object.__setattr__(self, "score", s)
         object.__setattr__(self, "known", k)
+        object.__setattr__(self, "ids", i)
 
     def __len__(self) -> int:
         return len(self.true)
@@ -70,7 +77,7 @@ class Probes:
 
     def take(self, idx: ArrayLike) -> Probes:
         i = np.asarray(idx)
-        return Probes(self.true[i], self.pred[i], self.score[i], self.known[i])
+        return Probes(self.true[i], self.pred[i], self.score[i], self.known[i], None if self.ids is None else self.ids[i])
 
 
 def detection_labels(scores: ArrayLike, labels: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
@@ -153,28 +160,97 @@ def bootstrap(
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, dict[str, float]]:
-    """Point value and percentile interval of each figure ``metrics`` returns.
+    """Point value and percentile interval of each figure ``metrics`` returns, for one system.
 
-    Known and unknown probes are resampled separately with replacement; ``rng`` is
-    ``numpy.random.default_rng(seed)``, so the intervals are reproducible.
-    Returns ``{name: {"value", "lo", "hi"}}``.
+    Known and unknown probes are resampled separately with replacement (each keeps its count);
+    ``rng`` is ``numpy.random.default_rng(seed)``, so the intervals are reproducible.
+    Returns ``{name: {"value", "lo", "hi"}}``. Several systems: :func:`paired_bootstrap`.
     """
-    _need_both(p)
-    point = metrics(p)
-    if n <= 0:
-        return {k: {"value": v, "lo": v, "hi": v} for k, v in point.items()}
+    return paired_bootstrap({"": p}, lambda _, q: metrics(q), "", n, seed, level)[0][""]
+
+
+def align(systems: Mapping[str, Probes]) -> dict[str, Probes]:
+    """The probes every system answered, in one order (the first system's), matched by ``ids``.
+
+    Systems built from different feature tables may have lost different files; pairing them
+    probe by probe needs the same probes in the same order.
+
+    >>> a = Probes(["x", "y"], ["x", "x"], [0.9, 0.1], [True, False], ids=["u1", "u2"])
+    >>> b = Probes(["y", "x"], ["x", "x"], [0.3, 0.8], [False, True], ids=["u2", "u1"])
+    >>> align({"a": a, "b": b})["b"].score.tolist()
+    [0.8, 0.3]
+    """
+    ids: dict[str, NDArray[np.str_]] = {}
+    for n, p in systems.items():
+        if p.ids is None:
+            raise ValueError("aligning systems needs probe ids")
+        ids[n] = p.ids
+    names = list(systems)
+    common = set.intersection(*(set(ids[n].tolist()) for n in names))
+    order = [u for u in ids[names[0]] if u in common]
+    out = {}
+    for n in names:
+        pos = {u: i for i, u in enumerate(ids[n])}
+        out[n] = systems[n].take([pos[u] for u in order])
+    ref = out[names[0]]
+    for n in names[1:]:
+        if not (np.array_equal(out[n].true, ref.true) and np.array_equal(out[n].known, ref.known)):
+            raise ValueError(f"systems {names[0]!r} and {n!r} disagree on the speakers of the same probes")
+    return out
+
+
+def paired_bootstrap(
+    systems: Mapping[str, Probes],
+    metrics: Callable[[str, Probes], dict[str, float]],
+    reference: str,
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, dict[str, float]]]]:
+    """Intervals of every system's figures, and of each system's difference to ``reference``, from ONE set of resamples.
+
+    Every system must answer the same probes in the same order (:func:`align`); each replicate
+    draws known and unknown probe indices once and applies them to every system, so the
+    intervals compare systems on the same data and the differences are paired (much tighter
+    than two independent intervals).  ``metrics(name, probes)`` gives a system's figures
+    (its own threshold included).  Returns ``(figures, differences)``, each
+    ``{system: {metric: {"value", "lo", "hi"}}}``; ``differences[reference]`` is all zero.
+    """
+    names = list(systems)
+    if reference not in systems:
+        raise ValueError(f"reference {reference!r} is not among the systems {names}")
+    first = systems[names[0]]
+    for name in names:
+        p = systems[name]
+        _need_both(p)
+        if len(p) != len(first) or not np.array_equal(p.known, first.known):
+            raise ValueError(f"system {name!r} answers other probes than {names[0]!r}: align them first")
+    point = {name: metrics(name, systems[name]) for name in names}
+    keys = {name: [k for k in point[name] if k in point[reference]] for name in names}
+    draws: dict[str, dict[str, list[float]]] = {name: {k: [] for k in point[name]} for name in names}
+    diffs: dict[str, dict[str, list[float]]] = {name: {k: [] for k in keys[name]} for name in names}
     rng = np.random.default_rng(seed)
-    ki, ui = np.flatnonzero(p.known), np.flatnonzero(~p.known)
-    draws: dict[str, list[float]] = {k: [] for k in point}
-    for _ in range(n):
+    ki, ui = np.flatnonzero(first.known), np.flatnonzero(~first.known)
+    for _ in range(max(n, 0)):
         idx = np.concatenate([rng.choice(ki, len(ki)), rng.choice(ui, len(ui))])
-        for k, v in metrics(p.take(idx)).items():
-            draws[k].append(v)
+        replicate = {name: metrics(name, systems[name].take(idx)) for name in names}
+        for name in names:
+            for k, v in replicate[name].items():
+                draws[name][k].append(v)
+            for k in keys[name]:
+                diffs[name][k].append(replicate[name][k] - replicate[reference][k])
     tail = 100 * (1 - level) / 2
-    return {
-        k: {"value": float(point[k]), "lo": float(np.percentile(d, tail)), "hi": float(np.percentile(d, 100 - tail))}
-        for k, d in draws.items()
+
+    def interval(value: float, d: list[float]) -> dict[str, float]:
+        if not d:
+            return {"value": float(value), "lo": float(value), "hi": float(value)}
+        return {"value": float(value), "lo": float(np.percentile(d, tail)), "hi": float(np.percentile(d, 100 - tail))}
+
+    figures = {name: {k: interval(point[name][k], draws[name][k]) for k in point[name]} for name in names}
+    differences = {
+        name: {k: interval(point[name][k] - point[reference][k], diffs[name][k]) for k in keys[name]} for name in names
     }
+    return figures, differences
 
 
 def decide(p: Probes, threshold: float) -> NDArray[np.str_]:

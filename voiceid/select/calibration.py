@@ -27,7 +27,7 @@ def brier_multiclass(y: ArrayLike, proba: ArrayLike, classes: ArrayLike) -> floa
 
 
 def calibration_losses(
-    y: ArrayLike, proba: ArrayLike, classes: ArrayLike, unknown_proba: ArrayLike | None = None
+    y: ArrayLike, proba: ArrayLike, classes: Sequence[Any] | np.ndarray, unknown_proba: ArrayLike | None = None
 ) -> dict[str, float]:
     """log_loss and brier of probabilities whose columns follow ``classes``, and open_brier.
 
@@ -45,7 +45,7 @@ def calibration_losses(
     }
 
 
-def fit_calibrated(model: Any, X: ArrayLike, y: ArrayLike, method: CalibrationMethod) -> CalibratedClassifierCV:
+def fit_calibrated(model: Any, X: ArrayLike, y: Sequence[Any] | np.ndarray, method: CalibrationMethod) -> CalibratedClassifierCV:
     """``model`` (already fitted, never refitted) with a ``method`` calibrator fitted on (X, y)."""
     # The frozen model is not refitted, so the split only has to show every row to the
     # calibrator once: a single fold holding all rows (no per-class fold-size constraint).

@@ -15,19 +15,21 @@ from sklearn.preprocessing import StandardScaler
 from voiceid.features.params import FeatureParams
 from voiceid.features.tables import read_feature_table, read_logmel
 from voiceid.scoring import openset
+from voiceid.scoring.backend import AsNorm, EmbeddingBackend
 from voiceid.scoring.calibration import ScoreCalibrator
 from voiceid.scoring.centroids import speaker_centroids
 from voiceid.scoring.openset import Probes
+from voiceid.scoring.verification import eer
 from voiceid.select.calibration import calibrate_classifier
 from voiceid.select.params import SelectParams
 from voiceid.select.thresholds import fit_thresholds
 from voiceid.serve.champion import ClassifierScorer, EmbeddingScorer, Scored
-from voiceid.serve.frontend import EcapaEmbedder, FrontEnd, StatsEmbedder
+from voiceid.serve.frontend import BackendEmbedder, EcapaEmbedder, FrontEnd, StatsEmbedder
 
-Kind = Literal["classifier", "embedding"]
+Kind = Literal["classifier", "embedding", "fusion"]
 
 
-EMBEDDING_FAMILIES = ("ecapa", "cosine")
+EMBEDDING_FAMILIES = ("ecapa", "cosine", "dvector")
 
 
 class FeatureBank:
@@ -56,20 +58,37 @@ class FeatureBank:
 
     def rows(self, feature_set: str, role: str, split: str) -> tuple[Any, np.ndarray]:
         """(inputs, speakers) of the rows with this role and split."""
+        inputs, speakers, _ = self.rows_with_ids(feature_set, role, split)
+        return inputs, speakers
+
+    def rows_with_ids(self, feature_set: str, role: str, split: str) -> tuple[Any, np.ndarray, np.ndarray]:
         if feature_set not in self.tables:
             raise KeyError(f"feature set {feature_set!r} not loaded (have {sorted(self.tables)})")
         meta, inputs = self.tables[feature_set]
         idx = np.flatnonzero(((meta["role"] == role) & (meta["split"] == split)).to_numpy())
-        return _take(inputs, idx), meta["speaker"].astype(str).to_numpy()[idx]
+        return _take(inputs, idx), meta["speaker"].astype(str).to_numpy()[idx], meta["utt_id"].astype(str).to_numpy()[idx]
 
-    def probes(self, feature_set: str, split: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """Enrolled then unknown rows of ``split``: (inputs as a list, speakers, known mask)."""
-        xk, yk = self.rows(feature_set, "enrolled", split)
-        xu, yu = self.rows(feature_set, "unknown", split)
+    def probes(self, feature_set: str, split: str) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
+        """Enrolled then unknown rows of ``split``: (inputs as a list, speakers, known mask, utterance ids).
+
+        ``"a+b"`` (a fusion's two sets) gives ``(input_a, input_b)`` tuples of the utterances
+        both tables hold, in ``a``'s order.
+        """
+        if "+" in feature_set:
+            first, second = feature_set.split("+", 1)
+            xa, ya, ka, ia = self.probes(first, split)
+            xb, _, _, ib = self.probes(second, split)
+            pos = {u: i for i, u in enumerate(ib)}
+            keep = [i for i, u in enumerate(ia) if u in pos]
+            pairs = [(xa[i], xb[pos[ia[i]]]) for i in keep]
+            return pairs, ya[keep], ka[keep], ia[keep]
+        xk, yk, ik = self.rows_with_ids(feature_set, "enrolled", split)
+        xu, yu, iu = self.rows_with_ids(feature_set, "unknown", split)
         if len(yk) == 0 or len(yu) == 0:
             raise ValueError(f"{feature_set}/{split}: need enrolled and unknown rows, found {len(yk)} and {len(yu)}")
         inputs = list(xk) + list(xu)
-        return inputs, np.concatenate([yk, yu]), np.r_[np.ones(len(yk), bool), np.zeros(len(yu), bool)]
+        known = np.r_[np.ones(len(yk), bool), np.zeros(len(yu), bool)]
+        return inputs, np.concatenate([yk, yu]), known, np.concatenate([ik, iu])
 
 
 def _take(inputs: Any, idx: np.ndarray) -> Any:
@@ -112,8 +131,8 @@ def build_candidate(source: Source, model: Any, bank: FeatureBank, params: Selec
     """Calibrate ``model`` and fit its thresholds on the val rows of ``bank`` (never test rows)."""
     front = FrontEnd(source.feature_set, features)
     if source.kind == "classifier":
-        Xk, yk = bank.rows(source.feature_set, "enrolled", "val")
-        Xu, yu = bank.rows(source.feature_set, "unknown", "val")
+        Xk, yk, ik = bank.rows_with_ids(source.feature_set, "enrolled", "val")
+        Xu, yu, iu = bank.rows_with_ids(source.feature_set, "unknown", "val")
         _check_width(model, np.asarray(Xk), source)
         choice = calibrate_classifier(
             model, Xk, yk, params.calibration_methods, params.calibration_metric, seed=params.seed, X_extra=Xu
@@ -121,7 +140,7 @@ def build_candidate(source: Source, model: Any, bank: FeatureBank, params: Selec
         scorer: ClassifierScorer | EmbeddingScorer = ClassifierScorer(front, choice.calibrated)
         classes = np.asarray(scorer.speakers)
         # Enrolled val probes are scored out-of-fold; unknown ones by the deployed fold
-        # ensemble, exactly as test probes will be (see thresholds.CalibratedEnsemble).
+        # ensemble, exactly as test probes will be (see calibration.CalibratedEnsemble).
         best = choice.oof_proba.argmax(axis=1)
         unk = scorer.score_inputs(list(Xu))
         val = Probes(
@@ -129,28 +148,119 @@ def build_candidate(source: Source, model: Any, bank: FeatureBank, params: Selec
             np.concatenate([classes[best], unk.pred]),
             np.concatenate([choice.oof_proba[np.arange(len(best)), best], unk.score]),
             np.r_[np.ones(len(yk), bool), np.zeros(len(yu), bool)],
+            np.concatenate([ik, iu]),
         )
         calibration = {"method": choice.method, "folds": choice.n_folds, "losses": choice.losses}
     else:
-        Xt, yt = bank.rows(source.feature_set, "enrolled", "train")
-        if source.family == "cosine":
-            embedder: Any = StatsEmbedder(StandardScaler().fit(np.asarray(Xt, dtype=np.float64)))
-        else:
-            embedder = EcapaEmbedder(model)
-        centroids = speaker_centroids(embedder.embed(list(Xt)), yt)
-        inputs, speakers, known = bank.probes(source.feature_set, "val")
-        emb = embedder.embed(inputs)
-        scorer = EmbeddingScorer(front, embedder, centroids, ScoreCalibrator(), _embedder_id(source, embedder))
-        _, cos = scorer.cosines(emb)
-        # Trials: every val probe against every enrolled centroid; target = same speaker.
-        target = speakers[:, None] == np.asarray(centroids.speakers)[None, :]
-        scorer.calibrator.fit(cos.ravel(), target.ravel().astype(int))
-        out = scorer.score_embeddings(emb)
-        val = Probes(speakers, out.pred, out.score, known)
-        calibration = {"method": "logistic", "a": scorer.calibrator.a_, "b": scorer.calibrator.b_}
+        scorer, val, calibration = _best_embedding_variant(source, model, bank, params, front)
     thresholds = fit_thresholds(val.score, val.known.astype(int), params.beta, params.target_fpr)
     val_report = openset.report(val, float(thresholds[params.threshold_rule].threshold_), p_target=params.p_target)
     return Candidate(source, scorer, calibration, val, thresholds, val_report)
+
+
+def build_fusion(classifier: Candidate, embedding: Candidate, bank: FeatureBank, params: SelectParams) -> Candidate:
+    """Logistic fusion of a classifier and an embedding candidate, fitted on val (:mod:`voiceid.serve.fusion`).
+
+    *Who*: trials of every val probe (enrolled val + val-unknown) against every enrolled
+    speaker, target "this is the probe's speaker".  *Whether*: the probe's top speaker, target
+    "the answer is right".  ``bank`` must hold no test rows.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from voiceid.serve.fusion import FusionScorer
+
+    if any((meta["split"] == "test").any() for meta, _ in bank.tables.values()):
+        raise ValueError("fusion must be fitted without test rows")
+    sets = f"{classifier.source.feature_set}+{embedding.source.feature_set}"
+    inputs, speakers, known, ids = bank.probes(sets, "val")
+    scorer = FusionScorer(classifier.scorer, embedding.scorer, [1.0, 1.0, 0.0], [1.0, 1.0, 0.0])  # type: ignore[arg-type]
+    lo, es = scorer.pair_scores(inputs)
+    target = speakers[:, None] == np.asarray(scorer.speakers)[None, :]
+    who = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([lo.ravel(), es.ravel()]), target.ravel().astype(int))
+    scorer.identify = np.r_[who.coef_[0], who.intercept_]
+    best = (scorer.identify[0] * lo + scorer.identify[1] * es + scorer.identify[2]).argmax(axis=1)
+    rows = np.arange(len(best))
+    right = known & (np.asarray(scorer.speakers)[best] == speakers)
+    if right.all() or not right.any():
+        raise ValueError("every val answer is right (or none is): nothing to learn a detection score from")
+    whether = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([lo[rows, best], es[rows, best]]), right.astype(int))
+    scorer.detect = np.r_[whether.coef_[0], whether.intercept_]
+    out = scorer.score_pairs(lo, es)
+    val = Probes(speakers, out.pred, out.score, known, ids)
+    source = Source("fusion", "fusion", sets, None, None, None, None)
+    calibration = {
+        "method": "logistic",
+        "identify_weights": [round(float(x), 6) for x in scorer.identify],
+        "detect_weights": [round(float(x), 6) for x in scorer.detect],
+        "of": f"{classifier.family}+{embedding.family}",
+    }
+    thresholds = fit_thresholds(val.score, val.known.astype(int), params.beta, params.target_fpr)
+    val_report = openset.report(val, float(thresholds[params.threshold_rule].threshold_), p_target=params.p_target)
+    return Candidate(source, scorer, calibration, val, thresholds, val_report)  # type: ignore[arg-type]
+
+
+def _best_embedding_variant(
+    source: Source, model: Any, bank: FeatureBank, params: SelectParams, front: FrontEnd
+) -> tuple[EmbeddingScorer, Probes, dict[str, Any]]:
+    """The embedding scorer with the scoring back-end (``select.backends``) that gives the lowest val EER.
+
+    Everything is fitted on training rows only: the base embedder (``cosine``/``dvector``: a
+    scaler), LDA/WCCN (enrolled train + background speakers), centroids (enrolled train) and
+    the AS-norm cohort (background speakers alone: never a probe).  Each variant is then
+    calibrated and scored on the val probes; test is not involved.
+    """
+    fs = source.feature_set
+    Xt, yt = bank.rows(fs, "enrolled", "train")
+    Xb, yb = bank.rows(fs, "background", "train")
+    if model is None:  # built here from the training rows: cosine (MFCC stats) or dvector (pretrained)
+        fit_rows = np.asarray(list(Xt) + list(Xb), dtype=np.float64)
+        base: Any = StatsEmbedder(StandardScaler().fit(fit_rows))
+    else:
+        base = EcapaEmbedder(model)
+    base_id = _embedder_id(source, base)
+    train_emb = base.embed(list(Xt))
+    bg_emb = base.embed(list(Xb)) if len(yb) else np.zeros((0, train_emb.shape[1]))
+    inputs, speakers, known, ids = bank.probes(fs, "val")
+    val_emb = base.embed(inputs)
+    tried: dict[str, float] = {}
+    best: tuple[float, EmbeddingScorer, Probes, str] | None = None
+    for variant in params.backends:
+        parts = set(variant.split("+"))
+        if "asnorm" in parts and len(np.unique(yb)) < 2:
+            continue  # no background speakers: no cohort free of probe voices
+        backend = None
+        if variant != "plain":
+            backend = EmbeddingBackend(params.lda_dim if "lda" in parts else None, wccn="wccn" in parts)
+            backend.fit(np.concatenate([train_emb, bg_emb]), np.concatenate([yt, yb]))
+        space = backend.transform if backend is not None else (lambda e: e)
+        embedder: Any = base if backend is None else BackendEmbedder(base, backend)
+        variant_id = (
+            base_id if backend is None else f"{base_id}|{variant}|{hashlib.sha256(backend.mean_.tobytes()).hexdigest()[:8]}"
+        )
+        scorer = EmbeddingScorer(front, embedder, speaker_centroids(space(train_emb), yt), ScoreCalibrator(), variant_id)
+        scorer.asnorm = AsNorm(params.as_norm_top_n).fit(space(bg_emb)) if "asnorm" in parts else None
+        emb = space(val_emb)
+        _, cos = scorer.cosines(emb)
+        # The champion decides on the top-1 score, so that is the statistic calibrated: its
+        # target is "the top-1 speaker is the right one" (a known probe, correctly named), fitted
+        # on val probes only (enrolled val + val-unknown).
+        top = cos.argmax(axis=1)
+        right = known & (np.asarray(scorer.centroids.speakers)[top] == speakers)
+        try:
+            scorer.calibrator.fit(cos[np.arange(len(top)), top], right.astype(int))
+        except ValueError:
+            continue  # e.g. no val probe answered right: this variant cannot be calibrated
+        out = scorer.score_embeddings(emb)
+        val = Probes(speakers, out.pred, out.score, known, ids)
+        tried[variant] = float(eer(val.score, val.known.astype(int))[0])
+        if best is None or tried[variant] < best[0]:
+            best = (tried[variant], scorer, val, variant)
+    if best is None:
+        raise ValueError(f"no back-end variant of {list(params.backends)} could be calibrated on val")
+    _, scorer, val, chosen = best
+    calibration: dict[str, Any] = {"method": "logistic", "a": scorer.calibrator.a_, "b": scorer.calibrator.b_}
+    calibration.update(backend=chosen, losses={"val_eer": tried})
+    return scorer, val, calibration
 
 
 def _check_width(model: Any, X: np.ndarray, source: Source) -> None:
@@ -173,6 +283,6 @@ def _embedder_id(source: Source, embedder: Any) -> str:
 
 def score_split(candidate: Candidate, bank: FeatureBank, split: str) -> Probes:
     """Enrolled + unknown probes of ``split`` scored by the candidate's frozen scorer."""
-    inputs, speakers, known = bank.probes(candidate.source.feature_set, split)
+    inputs, speakers, known, ids = bank.probes(candidate.source.feature_set, split)
     out: Scored = candidate.scorer.score_inputs(inputs)
-    return Probes(speakers, out.pred, out.score, known)
+    return Probes(speakers, out.pred, out.score, known, ids)

@@ -1,25 +1,49 @@
-"""The ``select`` section of params.yaml."""
+"""The ``select`` section of params.yaml, with its values checked at load.
+
+Every enumerated value is a ``Literal``, so :func:`voiceid.config.load_section` rejects a
+typo naming the dotted key (``params.yaml: 'select.families[2]' must be one of ...``)
+before any work, instead of silently skipping a candidate.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+CandidateFamily = Literal["svc", "mlp", "catboost", "knn", "logreg", "ecapa", "cosine", "dvector", "fusion"]
+Backend = Literal["plain", "norm", "lda", "wccn", "lda+wccn", "asnorm", "lda+asnorm", "lda+wccn+asnorm"]
+ChampionMetric = Literal["dir_far_1", "dir_far_5", "eer", "min_dcf", "open_set_accuracy", "accuracy"]
+
+# The FAR each champion metric is read at: with n unknown probes, FAR steps by 1/n, so a
+# metric read at FAR f needs about ``min_unknown_probes * 0.01 / f`` unknown probes.
+METRIC_FAR = {"dir_far_1": 0.01, "dir_far_5": 0.05, "min_dcf": 0.01}
+
 
 @dataclass(frozen=True)
 class SelectParams:
     """The ``select`` section of params.yaml."""
 
-    families: tuple[str, ...] = ("svc", "mlp", "catboost", "knn", "logreg", "ecapa", "cosine")
-    val_metric: str = "val_f1_weighted"  # picks each classifier family's final run (higher is better)
-    ecapa_val_metric: str = "val_eer"  # picks the ECAPA final run (lower is better)
-    cosine_feature_set: str = "mfcc60"
+    families: tuple[CandidateFamily, ...] = ("svc", "mlp", "catboost", "knn", "logreg", "ecapa", "cosine")
+    # picks each classifier family's final run among this pipeline's runs (higher is better)
+    val_metric: Literal["val_f1_weighted", "val_f1_macro", "val_accuracy", "val_top5_accuracy"] = "val_f1_weighted"
+    ecapa_val_metric: Literal["val_eer", "val_min_dcf"] = "val_eer"  # picks the ECAPA final run (lower is better)
+    cosine_feature_set: Literal["mfcc60", "seed498", "extended"] = "mfcc60"
+    # scoring back-ends tried for each embedding candidate, the lowest val EER kept: plain cosine;
+    # norm = centre + length-norm; lda / wccn (fitted on enrolled train + background speakers);
+    # asnorm = adaptive s-norm against the background speakers (skipped when there are none)
+    backends: tuple[Backend, ...] = ("plain", "norm", "lda+wccn", "asnorm", "lda+wccn+asnorm")
+    lda_dim: int = 64
+    as_norm_top_n: int = 50
     calibration_methods: tuple[Literal["isotonic", "sigmoid"], ...] = ("isotonic", "sigmoid")
     calibration_metric: Literal["log_loss", "brier", "open_brier"] = "open_brier"
     beta: float = 1.0
     target_fpr: float = 0.05
     threshold_rule: Literal["fbeta", "fpr", "eer"] = "fpr"
-    champion_metric: Literal["dir_far_1", "dir_far_5", "eer", "min_dcf", "open_set_accuracy"] = "dir_far_1"
+    champion_metric: ChampionMetric = "dir_far_1"
+    # fewer val-unknown probes than this cannot estimate a 1% FAR: the champion is then chosen
+    # by fallback_metric instead, and the report says so
+    min_unknown_probes: int = 100
+    fallback_metric: ChampionMetric = "eer"
     p_target: float = 0.01
     registered_model: str = "voiceid"
     experiment: str = "voiceid/select"
@@ -29,6 +53,12 @@ class SelectParams:
     def check(self) -> None:
         if not self.families:
             raise ValueError("families must name at least one candidate family")
+        if len(set(self.families)) != len(self.families):
+            raise ValueError(f"families has duplicates: {list(self.families)}")
+        if not self.backends:
+            raise ValueError("backends must name at least one scoring back-end (plain: none)")
+        if self.lda_dim < 1 or self.as_norm_top_n < 1:
+            raise ValueError(f"lda_dim and as_norm_top_n must be >= 1, found {self.lda_dim} and {self.as_norm_top_n}")
         if not self.calibration_methods:
             raise ValueError("calibration_methods must name at least one method")
         if self.beta <= 0:
@@ -39,3 +69,26 @@ class SelectParams:
             raise ValueError(f"p_target must be in (0, 1), found {self.p_target}")
         if self.n_bootstrap < 0:
             raise ValueError(f"n_bootstrap must be >= 0, found {self.n_bootstrap}")
+        if self.min_unknown_probes < 1:
+            raise ValueError(f"min_unknown_probes must be >= 1, found {self.min_unknown_probes}")
+        if not self.registered_model.strip():
+            raise ValueError("registered_model must not be empty")
+
+    def champion_metric_for(self, n_unknown: int) -> tuple[str, str]:
+        """The metric that picks the champion with ``n_unknown`` val-unknown probes, and why.
+
+        >>> SelectParams().champion_metric_for(31)[0]
+        'eer'
+        >>> SelectParams().champion_metric_for(400)[0]
+        'dir_far_1'
+        """
+        far = METRIC_FAR.get(self.champion_metric)
+        if far is None:
+            return self.champion_metric, f"{self.champion_metric} as configured"
+        needed = int(round(self.min_unknown_probes * 0.01 / far))
+        if n_unknown >= needed:
+            return self.champion_metric, f"{self.champion_metric} as configured ({n_unknown} val-unknown probes >= {needed})"
+        return self.fallback_metric, (
+            f"{self.fallback_metric} instead of {self.champion_metric}: {n_unknown} val-unknown probes cannot estimate "
+            f"FAR {far:g} (needs >= {needed}, select.min_unknown_probes)"
+        )

@@ -3,20 +3,24 @@
 Protocol (README "Selection"):
 
 1. Candidates: for each family in ``select.families`` the final MLflow run with the best
-   *validation* metric among runs of the same data (tag ``data_hash``): classifiers from the
+   *validation* metric among the runs *this pipeline run* trained (their ids come from the
+   files the grid/ECAPA stages write, :mod:`voiceid.select.sources`): classifiers from the
    grid (``val_f1_weighted``, higher is better), ``ecapa`` (``val_eer``, lower is better),
-   and ``cosine`` -- the seed work's baseline, built here: cosine similarity of standardised
-   clip statistics (scaler fitted on train rows) to per-speaker train centroids.
+   and embedding baselines built here: ``cosine`` (the seed work's: standardised clip
+   statistics) and ``dvector`` (pretrained GE2E embeddings), cosine to per-speaker train
+   centroids.
 2. Calibration on enrolled val rows: classifiers via :func:`voiceid.select.calibration.calibrate_classifier`
    (isotonic or sigmoid, chosen by cross-fitted log-loss); embedding models by a logistic
    :class:`~voiceid.scoring.calibration.ScoreCalibrator` of probe-to-centroid cosines (val probes of
    enrolled and val-unknown speakers against every enrolled centroid).
 3. Open-set thresholds on val probes (enrolled val + val-unknown speakers): F-beta, TPR@FPR
    and EER rules, all recorded; ``threshold_rule`` names the one used for decisions.
-4. Champion: the candidate with the best ``champion_metric`` on *val*; the best embedding
-   candidate rides along for enrolling new speakers.
+4. Champion: the candidate with the best ``champion_metric`` on *val* -- or, when the val set
+   has too few unknown probes to estimate it, ``fallback_metric`` (the report says which);
+   the best embedding candidate rides along for enrolling new speakers.
 5. Test (enrolled test + test-unknown speakers), touched once, after everything above is
-   frozen: :func:`voiceid.scoring.openset.report` with bootstrap intervals.
+   frozen: :func:`voiceid.scoring.openset.report` with one *paired* bootstrap for all
+   candidates, so each candidate's difference to the champion gets its own interval.
 
 Steps 1-4 receive :meth:`FeatureBank.without_test`, a bank with no test rows at all, so no
 fitted quantity can depend on test data (tests/test_selection.py checks it).
@@ -36,6 +40,7 @@ from voiceid.select.candidates import (
     FeatureBank,
     Source,
     build_candidate,
+    build_fusion,
     score_split,
 )
 from voiceid.select.params import SelectParams
@@ -64,8 +69,13 @@ class SelectionResult:
     candidates: list[Candidate]
     champion: Candidate
     embedding: Candidate | None
+    champion_metric: str = ""  # the metric that chose the champion (may be the fallback)
+    champion_metric_reason: str = ""
+    runner_up: Candidate | None = None  # second best on val by champion_metric
     test: dict[str, Probes] = field(default_factory=dict)
     test_reports: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # candidate - champion on the same bootstrap replicates of the same test probes
+    test_vs_champion: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     test_by_rule: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # family -> why it is not a candidate
 
@@ -73,7 +83,13 @@ class SelectionResult:
 def select(
     sources: Sequence[tuple[Source, Any]], bank: FeatureBank, params: SelectParams, features: FeatureParams
 ) -> SelectionResult:
-    """Calibrate, threshold and choose on val; then score every candidate once on test."""
+    """Calibrate, threshold and choose on val; then score every candidate once on test.
+
+    The champion metric must be estimable from the val set: with fewer val-unknown probes
+    than ``select.min_unknown_probes`` a DIR@FAR1% is decided by the single loudest stranger,
+    so :meth:`SelectParams.champion_metric_for` falls back (default EER) and says why.  Test
+    intervals come from one paired bootstrap: the same resampled probes for every candidate.
+    """
     fit_bank = bank.without_test()
     candidates, skipped = [], {}
     for s, m in sources:
@@ -85,25 +101,65 @@ def select(
         raise ValueError(
             f"no usable candidate model ({skipped or 'none found'}): run the grid/ecapa stages or add 'cosine' to select.families"
         )
+    if "fusion" in params.families:  # the best classifier + the best embedding candidate, fused on val
+        fusion = _fusion(candidates, fit_bank, params)
+        if isinstance(fusion, str):
+            skipped["fusion"] = fusion
+        else:
+            candidates.append(fusion)
+    n_unknown = min(int((~c.val.known).sum()) for c in candidates)
+    metric, reason = params.champion_metric_for(n_unknown)
+    ranked = rank(candidates, metric)
     embedding = [c for c in candidates if c.source.kind == "embedding"]
     result = SelectionResult(
         candidates,
-        choose(candidates, params.champion_metric),
-        choose(embedding, params.champion_metric) if embedding else None,
+        ranked[0],
+        choose(embedding, metric) if embedding else None,
+        champion_metric=metric,
+        champion_metric_reason=reason,
+        runner_up=ranked[1] if len(ranked) > 1 else None,
         skipped=skipped,
     )
     # Everything fitted is frozen from here on; the test split is read once per candidate.
-    for i, c in enumerate(candidates):
-        probes = score_split(c, bank, "test")
-        t = c.threshold(params.threshold_rule)
-        result.test[c.family] = probes
-        result.test_reports[c.family] = openset.bootstrap(
-            probes, lambda p, t=t: openset.report(p, t, p_target=params.p_target), params.n_bootstrap, params.seed + i
-        )
+    test = openset.align({c.family: score_split(c, bank, "test") for c in candidates})
+    thresholds = {c.family: c.threshold(params.threshold_rule) for c in candidates}
+    result.test = test
+    result.test_reports, result.test_vs_champion = openset.paired_bootstrap(
+        test,
+        lambda name, p: openset.report(p, thresholds[name], p_target=params.p_target),
+        reference=result.champion.family,
+        n=params.n_bootstrap,
+        seed=params.seed,
+    )
+    for c in candidates:
         result.test_by_rule[c.family] = {
-            rule: dict(zip(("far", "frr"), openset.far_frr(probes, c.threshold(rule)))) for rule in c.thresholds
+            rule: dict(zip(("far", "frr"), openset.far_frr(test[c.family], c.threshold(rule)), strict=True))
+            for rule in c.thresholds
         }
     return result
+
+
+def _fusion(candidates: Sequence[Candidate], fit_bank: FeatureBank, params: SelectParams) -> Candidate | str:
+    """The fusion of the best classifier and the best embedding candidate (by val EER), or why there is none."""
+    by_kind = {k: [c for c in candidates if c.source.kind == k] for k in ("classifier", "embedding")}
+    if not by_kind["classifier"] or not by_kind["embedding"]:
+        return "needs a classifier and an embedding candidate"
+    best = {k: min(v, key=lambda c: c.val_report["eer"]) for k, v in by_kind.items()}
+    try:
+        return build_fusion(best["classifier"], best["embedding"], fit_bank, params)
+    except ValueError as exc:
+        return f"cannot fit on val: {exc}"
+
+
+def rank(candidates: Sequence[Candidate], metric: str) -> list[Candidate]:
+    """Candidates from best to worst ``metric`` on val; ties keep ``families`` order."""
+    out: list[Candidate] = []
+    rest = list(candidates)
+    while rest:
+        best = choose(rest, metric)
+        out.append(best)
+        rest.remove(best)
+    return out
 
 
 def make_champion(result: SelectionResult, params: SelectParams, features: FeatureParams) -> Champion:

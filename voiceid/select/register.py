@@ -14,6 +14,7 @@ from voiceid.select.params import SelectParams
 from voiceid.select.report import flatten_intervals
 from voiceid.serve.champion import OUTPUT_COLUMNS, Champion
 from voiceid.serve.persist import save_champion
+from voiceid.serve.request import INPUT_COLUMNS
 
 # Distributions the champion's code imports (explicit pins: no requirement inference).
 CHAMPION_REQUIREMENTS = (
@@ -65,7 +66,7 @@ def register_champion(
             artifacts={ARTIFACT_KEY: str(bundle)},
             code_paths=[str(code)],
             requirements=requirements_for(champion),
-            inputs=[("path", "string", False), ("waveform", "double[]", False), ("sample_rate", "long", False)],
+            inputs=list(INPUT_COLUMNS),  # path | waveform + sample_rate | audio_b64, all optional per row
             outputs=[(c, t) for c, t in zip(OUTPUT_COLUMNS, ("string", "double", "double", "boolean", "string"))],
             predict_params={"gallery": ""},
             params=as_dict(params),

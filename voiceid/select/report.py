@@ -1,13 +1,14 @@
-"""Selection I/O: candidates from MLflow, the champion's pyfunc registration, report and plot tables.
+"""Selection report: the summary of a selection, its JSON and metrics views, and the plot tables.
 
-The math of the selection is in :mod:`voiceid.selection`; every MLflow call goes through
-:mod:`voiceid.tracking`.
+The math of the selection is in :mod:`voiceid.select.protocol` and
+:mod:`voiceid.select.candidates`; reading runs from MLflow is in :mod:`voiceid.select.sources`
+and the champion's registration in :mod:`voiceid.select.register`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ def flatten_intervals(ci: Mapping[str, Mapping[str, float]]) -> dict[str, float]
     return out
 
 
-def _r(x: float) -> float:
+def _r(x: SupportsFloat) -> float:
     return round(float(x), 6)
 
 
@@ -45,32 +46,51 @@ def candidate_summary(c: Candidate, result: SelectionResult, params: SelectParam
         out["cosine_thresholds"] = {rule: _r(cal_obj.inverse(c.threshold(rule))) for rule in c.thresholds}
     out["val"] = {k: _r(v) for k, v in c.val_report.items()}
     out["test"] = {k: _r(v) for k, v in flatten_intervals(result.test_reports[c.family]).items()}
+    paired = {k: v for k, v in result.test_vs_champion[c.family].items() if k in _PAIRED_KEYS}
+    out["test_minus_champion"] = {k: _r(v) for k, v in flatten_intervals(paired).items()}
     out["test_by_rule"] = {rule: {k: _r(v) for k, v in d.items()} for rule, d in result.test_by_rule[c.family].items()}
     return out
 
 
 def summary(result: SelectionResult, params: SelectParams, skipped: Mapping[str, str]) -> dict[str, Any]:
-    """The content of metrics/selection.json (registry fields are added by the stage)."""
+    """The content of metrics/selection.json (registry fields are added by the stage).
+
+    Every configured family appears: under ``candidates`` when it was scored, else under
+    ``skipped`` with the reason.
+    """
     c, e = result.champion, result.embedding
+    metric = result.champion_metric or params.champion_metric
     champ = {
         "family": c.family,
         "threshold_rule": params.threshold_rule,
         "threshold": _r(c.threshold(params.threshold_rule)),
-        "champion_metric": params.champion_metric,
-        f"val_{params.champion_metric}": _r(c.val_report[params.champion_metric]),
+        "champion_metric": metric,
+        "champion_metric_reason": result.champion_metric_reason,
+        f"val_{metric}": _r(c.val_report[metric]),
         "test": result.test_reports[c.family],
     }
+    if result.runner_up is not None:
+        r = result.runner_up
+        diff = result.test_vs_champion[r.family][metric]
+        champ["runner_up"] = {
+            "family": r.family,
+            f"val_{metric}": _r(r.val_report[metric]),
+            f"test_{metric}_minus_champion": {k: _r(v) for k, v in diff.items()},
+            # the paired 95% interval of the test difference excludes 0
+            "distinguishable_on_test": bool(diff["lo"] > 0 or diff["hi"] < 0),
+        }
     return {
         "champion": champ,
         "embedding_model": ({"family": e.family, "threshold": _r(e.threshold(params.threshold_rule))} if e else {}),
         "candidates": {x.family: candidate_summary(x, result, params) for x in result.candidates},
-        "skipped": {**dict(skipped), **result.skipped},
+        "skipped": {f: why for f, why in {**dict(skipped), **result.skipped}.items()},
         "n_probes": {
             "val_enrolled": int(c.val.known.sum()),
             "val_unknown": int((~c.val.known).sum()),
             "test_enrolled": int(result.test[c.family].known.sum()),
             "test_unknown": int((~result.test[c.family].known).sum()),
         },
+        "bootstrap": {"n": params.n_bootstrap, "seed": params.seed, "paired": True},
     }
 
 
@@ -83,7 +103,8 @@ def for_json(report: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_METRIC_KEYS = ("kind", "feature_set", "thresholds", "test")
+_METRIC_KEYS = ("kind", "feature_set", "thresholds", "test", "test_minus_champion")
+_PAIRED_KEYS = ("accuracy", "eer", "dir_far_1", "dir_far_5", "min_dcf", "far", "frr")
 
 
 def metrics_view(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,6 +118,7 @@ def metrics_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "champion": full["champion"],
         "embedding_model": full["embedding_model"],
         "candidates": {f: {k: c[k] for k in _METRIC_KEYS if k in c} for f, c in full["candidates"].items()},
+        "skipped": full["skipped"],
     }
 
 

@@ -2,35 +2,70 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from voiceid import tracking
-from voiceid.select.candidates import Source
+from voiceid.select.candidates import Kind, Source
 from voiceid.select.params import SelectParams
 
 
-def find_sources(params: SelectParams, data_hash: str) -> tuple[list[Source], dict[str, str]]:
-    """Best final run per family among runs of this data; families without one are skipped (with a reason)."""
+def run_ids(runs_dir: str | Path, family: str) -> dict[str, str]:
+    """``{feature_set: final_run_id}`` that this pipeline's stage for ``family`` wrote to ``runs_dir/<family>.json``.
+
+    The grid writes one entry per feature set, ECAPA one flat summary (feature set ``logmel``).
+    """
+    path = Path(runs_dir) / f"{family}.json"
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if "final_run_id" in summary:
+        return {"logmel": str(summary["final_run_id"])}
+    return {
+        fs: str(entry["final_run_id"]) for fs, entry in summary.items() if isinstance(entry, dict) and "final_run_id" in entry
+    }
+
+
+def find_sources(params: SelectParams, runs_dir: str | Path, trained: Sequence[str]) -> tuple[list[Source], dict[str, str]]:
+    """Each configured family's best final run among *this pipeline run's* runs, and why a family has none.
+
+    ``trained`` names the families the pipeline trains (``grid.families`` + ``ecapa``); their
+    stages write their final run ids to ``runs_dir/<family>.json``, a file ``dvc.yaml`` declares,
+    so ``dvc.lock`` pins exactly which models select compared.  Stale runs of earlier
+    ``dvc repro`` calls in the same MLflow store are never considered.
+    """
     sources: list[Source] = []
     skipped: dict[str, str] = {}
     for family in params.families:
-        if family == "cosine":
-            sources.append(Source("cosine", "embedding", params.cosine_feature_set))
+        if family == "fusion":
+            continue  # built by select from the other candidates
+        if family in ("cosine", "dvector"):
+            feature_set = params.cosine_feature_set if family == "cosine" else "dvector"
+            sources.append(Source(family, "embedding", feature_set))
             continue
-        runs = tracking.search_final_runs(family=family, tags={"data_hash": data_hash})
+        if family not in trained:
+            skipped[family] = "not trained by this pipeline (not in grid.families)"
+            continue
+        try:
+            ids = run_ids(runs_dir, family)
+        except (OSError, ValueError) as exc:
+            skipped[family] = f"no run ids from its stage ({exc})"
+            continue
+        runs = tracking.get_runs(list(ids.values()))
+        metric: str
+        kind: Kind
         if family == "ecapa":
-            metric, maximize, kind, feature_set = params.ecapa_val_metric, False, "embedding", "logmel"
+            metric, maximize, kind = params.ecapa_val_metric, False, "embedding"
         else:
             runs = [r for r in runs if r.tags.get("kind", "classifier") == "classifier"]
-            metric, maximize, kind, feature_set = params.val_metric, True, "classifier", ""
+            metric, maximize, kind = params.val_metric, True, "classifier"
         best = tracking.best_of(runs, metric, maximize=maximize)
         if best is None:
-            skipped[family] = f"no final run with metric {metric} for data_hash {data_hash[:12]}"
+            skipped[family] = f"none of its final runs {sorted(ids.values())} has metric {metric}"
         elif best.model_uri is None:
             skipped[family] = f"final run {best.run_id} has no logged model"
         else:
-            fs = feature_set or best.tags.get("feature_set", "")
+            fs = "logmel" if family == "ecapa" else best.tags.get("feature_set", "")
             sources.append(Source(family, kind, fs, best.run_id, best.model_uri, metric, best.metrics[metric]))
     return sources, skipped
 

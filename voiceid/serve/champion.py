@@ -22,6 +22,7 @@ Example (with fitted parts, see tests/test_champion.py):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,12 +31,16 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from voiceid.data.audio import AudioError
 from voiceid.scoring.calibration import ScoreCalibrator
 from voiceid.scoring.centroids import Centroids, merge
 from voiceid.scoring.cosine import cosine_matrix
 from voiceid.scoring.openset import UNKNOWN
 from voiceid.serve.frontend import Embedder, FrontEnd
 from voiceid.serve.gallery import load_gallery
+from voiceid.serve.request import SOURCES, RowRules, describe, resolve_root, row_clip, row_label
+
+_log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("speaker", "score", "threshold", "known", "error")
 
@@ -80,6 +85,7 @@ class EmbeddingScorer:
         self.centroids = centroids
         self.calibrator = calibrator
         self.embedder_id = embedder_id  # galleries record it, so vectors of another model are refused
+        self.asnorm: Any = None  # a fitted voiceid.scoring.backend.AsNorm, set by selection when it wins on val
 
     @property
     def speakers(self) -> list[str]:
@@ -87,7 +93,9 @@ class EmbeddingScorer:
 
     def cosines(self, emb: NDArray[np.float64], gallery: Centroids | None = None) -> tuple[Centroids, NDArray[np.float64]]:
         cents = merge(self.centroids, gallery)
-        return cents, cosine_matrix(emb, cents.vectors)  # (n, n_speakers)
+        cos = cosine_matrix(emb, cents.vectors)  # (n, n_speakers)
+        asnorm = getattr(self, "asnorm", None)  # AS-norm against background speakers (champions pickled before it: None)
+        return cents, cos if asnorm is None else asnorm.normalize(cos, emb, cents.vectors)
 
     def score_embeddings(self, emb: NDArray[np.float64], gallery: Centroids | None = None) -> Scored:
         cents, cos = self.cosines(emb, gallery)
@@ -145,43 +153,38 @@ class Champion:
         known = score >= threshold
         return Decision(str(out.pred[0]) if known else UNKNOWN, score, float(threshold), bool(known))
 
-    def predict_frame(self, frame: pd.DataFrame, gallery: str | Path | Centroids | None = None) -> pd.DataFrame:
-        """One output row per input row (columns :data:`OUTPUT_COLUMNS`).
+    def predict_frame(
+        self,
+        frame: pd.DataFrame,
+        gallery: str | Path | Centroids | None = None,
+        audio_root: str | Path | None = None,
+        rules: RowRules | None = None,
+    ) -> pd.DataFrame:
+        """One output row per input row (columns :data:`OUTPUT_COLUMNS`), as the served model answers.
 
-        Input: a column ``path`` (audio file), or ``waveform`` (list of floats) plus
-        ``sample_rate``.  A row that cannot be read gets a missing speaker (NA), score NaN and its ``error``;
-        the other rows are still answered.
+        Each row gives its audio in one of ``path``, ``waveform`` (+ ``sample_rate``) or
+        ``audio_b64`` (:mod:`voiceid.serve.request`).  ``path`` rows are read only under
+        ``audio_root`` (None: refused, nothing opened).  Every row is validated as ``voiceid
+        identify`` validates a file (``rules``); a row that fails gets a missing speaker (None),
+        score NaN and its ``error``, and the other rows are still answered.  ``gallery``: extra
+        speakers (a Centroids, or a gallery ``.npz`` the caller trusts).
         """
-        from voiceid.data.audio import AudioError, load_audio
-
         if isinstance(gallery, (str, Path)):
             gallery = load_gallery(gallery, self.embedding.embedder_id if self.embedding else None) if str(gallery) else None
-        has_path = "path" in frame.columns
-        if not has_path and not {"waveform", "sample_rate"} <= set(frame.columns):
-            raise ValueError(f"input needs a 'path' column or 'waveform' and 'sample_rate' columns, found {list(frame.columns)}")
-        rows = []
-        for i, row in enumerate(frame.itertuples(index=False)):
-            rec = row._asdict()
+        if not set(frame.columns) & set(SOURCES):
+            raise ValueError(
+                f"input needs a 'path', 'waveform' (+ 'sample_rate') or 'audio_b64' column, found {list(frame.columns)}"
+            )
+        root, rules = resolve_root(audio_root), rules or RowRules()
+        rows: list[tuple[str | None, float, float, bool, str]] = []  # OUTPUT_COLUMNS
+        for i, rec in enumerate(frame.to_dict("records")):
             try:
-                path = rec.get("path") if has_path else None
-                if path is not None and isinstance(path, str) and path:
-                    clip = load_audio(path, target_sr=self.sample_rate)
-                    wave, sr = clip.wave, clip.sample_rate
-                else:
-                    wave, sr = _row_waveform(rec, i)
-                d = self.identify(wave, sr, gallery)
+                clip = row_clip(rec, i, self.sample_rate, root, rules)
+                d = self.identify(clip.wave, clip.sample_rate, gallery)
                 rows.append((d.speaker, d.score, d.threshold, d.known, ""))
-            except (AudioError, ValueError) as exc:
-                rows.append((None, float("nan"), float("nan"), False, str(exc)))
+            except (AudioError, ValueError) as exc:  # RowError is a ValueError
+                rows.append((None, float("nan"), float("nan"), False, describe(exc, row_label(rec, i))))
+            except Exception as exc:  # a bug must not cost the other rows their answers
+                _log.exception("row %d failed", i)
+                rows.append((None, float("nan"), float("nan"), False, f"failed: {type(exc).__name__}"))
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
-
-
-def _row_waveform(rec: dict[str, Any], i: int) -> tuple[np.ndarray, int]:
-    wave = rec.get("waveform")
-    sr = rec.get("sample_rate")
-    if wave is None or sr is None or (isinstance(sr, float) and np.isnan(sr)):
-        raise ValueError(f"row {i}: needs a path, or a waveform and a sample_rate")
-    wave = np.asarray(wave, dtype=np.float32).ravel()
-    if wave.size == 0 or not np.all(np.isfinite(wave)):
-        raise ValueError(f"row {i}: waveform is empty or holds NaN/inf samples")
-    return wave, int(sr)

@@ -9,7 +9,7 @@
 registration, in ``--tracking-uri`` / ``$MLFLOW_TRACKING_URI`` / ``sqlite:///mlflow.db``) or a
 champion pickle (:func:`voiceid.serve.persist.save_champion`).  Identification considers the
 model's own speakers plus those of the enrollment store (``--store``, default
-``data/enrollment``; format in :mod:`voiceid.enrollment`).
+``data/enrollment``; format in :mod:`voiceid.serve.store`).
 
 Exit codes: 0 every file was processed (``unknown`` is an answer, not an error); 1 some file
 could not be used (each named on stderr as ``voiceid: <file>: <problem>``; the others are
@@ -35,9 +35,7 @@ class CliError(Exception):
 
 
 def _err(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(f"voiceid: {message}", file=sys.stderr)  # keeps a running progress bar intact
+    print(f"voiceid: {message}", file=sys.stderr, flush=True)  # never while a progress bar runs (see cmd_identify)
 
 
 def load_model(uri: str, tracking_uri: str | None = None) -> tuple[Any, dict[str, Any]]:
@@ -90,18 +88,45 @@ def _describe(info: dict[str, Any]) -> str:
     return info["uri"] + (f" v{info['version']}" if info.get("version") else "")
 
 
-def expand(args: Sequence[str]) -> list[str]:
-    """Arguments as files: a directory stands for the audio files below it (sorted)."""
+def expand(args: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(files, problems as (folder, error)): a folder stands for the audio files below it; one without any is a problem.
+
+    Folders are walked in sorted order, following symlinks but never the same folder twice;
+    hidden files and folders (``.name``) are skipped.  Other arguments are kept as given: a
+    missing file is reported by ``load_audio``, naming it.
+    """
     from voiceid.data.audio import AUDIO_EXTENSIONS
 
-    out: list[str] = []
+    files: list[str] = []
+    problems: list[tuple[str, str]] = []
     for a in args:
-        p = Path(a)
-        if p.is_dir():
-            out += [str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS]
-        else:
-            out.append(a)  # a missing file is reported by load_audio, naming it
-    return out
+        if not Path(a).is_dir():
+            files.append(a)
+            continue
+        found, unreadable = _audio_below(Path(a), AUDIO_EXTENSIONS)
+        files += found
+        problems += [(d, f"unreadable: expected a readable folder, found {why}") for d, why in unreadable]
+        if not found and not unreadable:
+            problems.append((a, f"no_audio: expected audio files ({', '.join(AUDIO_EXTENSIONS)}) below this folder, found none"))
+    return files, problems
+
+
+def _audio_below(folder: Path, extensions: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Audio files below ``folder`` (sorted walk) and the sub-folders that could not be listed."""
+    found: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
+    for here, dirs, names in os.walk(
+        folder, followlinks=True, onerror=lambda e: unreadable.append((str(e.filename), e.strerror or str(e)))
+    ):
+        st = os.stat(here)
+        if (st.st_dev, st.st_ino) in seen:  # a symlink back up the tree
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(here, n) for n in sorted(names) if not n.startswith(".") and Path(n).suffix.lower() in extensions]
+    return found, unreadable
 
 
 def identify_file(champion: Any, path: str, gallery: Any, min_duration: float, silence_db: float) -> dict[str, Any]:
@@ -113,16 +138,9 @@ def identify_file(champion: Any, path: str, gallery: Any, min_duration: float, s
         validate_clip(clip, path, min_duration, None, silence_db)
         d = champion.identify(clip.wave, clip.sample_rate, gallery)
     except AudioError as exc:
-        return {
-            "path": path,
-            "speaker": None,
-            "score": None,
-            "threshold": None,
-            "known": False,
-            "error": f"{exc.reason}: expected {exc.expected}, found {exc.found}",
-        }
+        return _error_row(path, f"{exc.reason}: expected {exc.expected}, found {exc.found}")
     except ValueError as exc:  # e.g. a clip the front end cannot frame
-        return {"path": path, "speaker": None, "score": None, "threshold": None, "known": False, "error": str(exc)}
+        return _error_row(path, str(exc))
     return {
         "path": path,
         "speaker": d.speaker,
@@ -138,26 +156,32 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
     from voiceid.serve.store import EnrollmentError, EnrollmentStore
 
-    files = expand(args.files)
+    files, problems = expand(args.files)
     if not files:
-        raise CliError(f"no audio files in {' '.join(args.files)}")
+        raise CliError("; ".join(f"{p}: {e}" for p, e in problems) or f"no audio files in {' '.join(args.files)}")
     champion, info = load_model(args.model, args.tracking_uri)
     gallery, store_info = None, None
     if not args.no_store:
         store = EnrollmentStore(args.store)
         try:
-            gallery = store.gallery(info["embedder_id"])
-            state = store.load()
+            state = store.load()  # once: the gallery and the version reported are the same version
+            gallery = store.gallery(info["embedder_id"], state)
         except EnrollmentError as exc:
             raise CliError(f"{exc}; or pass --no-store") from exc
         store_info = {"path": str(store.root), "version": state.version, "speakers": sorted(state.speakers)}
 
-    results = []
-    for path in tqdm(files, desc="identify", unit="file", file=sys.stderr, disable=args.json or len(files) <= 1):
-        row = identify_file(champion, path, gallery, args.min_duration, args.silence_db)
-        if row["error"]:
-            _err(f"{path}: {row['error']}")
-        results.append(row)
+    results = [_error_row(p, e) for p, e in problems]
+    errors = [f"{p}: {e}" for p, e in problems]
+    bar = tqdm(files, desc="identify", unit="file", file=sys.stderr, disable=args.json or len(files) <= 1)
+    with bar:
+        for path in bar:
+            row = identify_file(champion, path, gallery, args.min_duration, args.silence_db)
+            if row["error"]:
+                errors.append(f"{path}: {row['error']}")
+                bar.set_postfix(errors=len(errors), refresh=False)
+            results.append(row)
+    for message in errors:  # after the bar is closed: whole lines, not mixed into its redraws
+        _err(message)
 
     if args.json:
         print(json.dumps({"model": info, "store": store_info, "results": results}, indent=2))
@@ -173,6 +197,10 @@ def cmd_identify(args: argparse.Namespace) -> int:
     return 1 if any(r["error"] for r in results) else 0
 
 
+def _error_row(path: str, error: str) -> dict[str, Any]:
+    return {"path": path, "speaker": None, "score": None, "threshold": None, "known": False, "error": error}
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     from voiceid.serve.enroll import EnrollParams, enroll_speaker
     from voiceid.serve.store import EnrollmentError, EnrollmentStore
@@ -182,12 +210,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         if args.list:
             return _list(store, args.json)
         if args.remove is not None:
-            store.remove(args.remove)
-            print(f"removed {args.remove!r} from {store.root} (store version {store.load().version})")
+            version = store.remove(args.remove)
+            print(f"removed {args.remove!r} from {store.root} (store version {version})")
             return 0
-        files = expand(args.files)
+        files, problems = expand(args.files)
         if not files:
-            raise CliError("enroll --speaker needs recordings (files or folders)")
+            detail = "".join(f"; {p}: {e}" for p, e in problems)
+            raise CliError(f"enroll --speaker needs recordings (files or folders){detail}")
         params = EnrollParams(args.min_files, args.min_duration, None, args.silence_db)
         params.check()  # before the seconds a model load costs
         champion, info = load_model(args.model, args.tracking_uri)
@@ -198,7 +227,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return 1
     except ValueError as exc:  # bad option values (EnrollParams.check)
         raise CliError(str(exc)) from exc
-    for message in skipped:
+    for message in [f"{p}: {e}" for p, e in problems] + skipped:
         _err(f"skipped {message}")
     if speaker.name in champion.label_map:
         _err(
@@ -207,14 +236,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         )
     print(
         f"enrolled {speaker.name!r} with {speaker.n_utterances} recording(s) into {store.root} (store version "
-        f"{store.load().version}; embeddings by {_describe(info)}, {info['embedder_id']})"
+        f"{speaker.version}; embeddings by {_describe(info)}, {info['embedder_id']})"
     )
     return 0
 
 
 def _list(store: Any, as_json: bool) -> int:
     state = store.load()
-    speakers = store.speakers()
+    speakers = store.speakers(state)
     if as_json:
         print(
             json.dumps(

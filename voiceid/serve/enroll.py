@@ -44,7 +44,9 @@ class Usable:
 
 def usable_recordings(paths: Iterable[str | os.PathLike[str]], params: EnrollParams, sample_rate: int) -> Usable:
     """Decode and validate each file; duplicates (same decoded audio) count once."""
-    clips, problems, seen = [], [], {}
+    clips: list[tuple[str, Clip, str]] = []
+    problems: list[str] = []
+    seen: dict[str, str] = {}  # content hash -> first path
     for p in paths:
         path = str(p)
         try:

@@ -53,3 +53,18 @@ class EcapaEmbedder:
         from voiceid.ecapa.embed import embed
 
         return embed(self.model, inputs).astype(np.float64)  # (n, embedding_dim)
+
+
+class BackendEmbedder:
+    """Another embedder followed by a fitted scoring back-end (:class:`voiceid.scoring.backend.EmbeddingBackend`).
+
+    Enrolled galleries are built with the champion's embedder, so they live in the back-end's
+    space too.
+    """
+
+    def __init__(self, inner: Embedder, backend: Any) -> None:
+        self.inner = inner
+        self.backend = backend
+
+    def embed(self, inputs: list[np.ndarray]) -> NDArray[np.float64]:
+        return np.asarray(self.backend.transform(self.inner.embed(inputs)), dtype=np.float64)

@@ -8,21 +8,29 @@ centroids of the champion's own speakers *and* the store's (:meth:`Champion.iden
 
 Location and format -- a directory, ``data/enrollment/`` by default:
 
-* ``store.npz`` -- the gallery in :func:`voiceid.serve.gallery.save_gallery`'s layout
-  (``speakers`` (k,), ``vectors`` (k, d) unit centroids, ``embedder_id``), so the served model
-  takes it as is (``params={"gallery": "data/enrollment/store.npz"}``), plus every
-  utterance embedding (``utt_vectors`` (m, d), ``utt_owner`` (m,) row of ``speakers``) so a
-  speaker can be extended later, and the store ``version``;
-* ``index.json`` -- ``{"format", "version", "embedder_id", "model", "updated", "speakers":
-  {name: {"n_utterances", "created", "updated", "files": [{"path", "content_hash",
-  "duration"}]}}}``.  ``version`` counts changes; ``model`` says which registered model
-  version made the embeddings.
+* ``store.npz`` -- the whole store in one file, the only one voiceid reads: the gallery in
+  :func:`voiceid.serve.gallery.save_gallery`'s layout (``speakers`` (k,), ``vectors`` (k, d)
+  unit centroids, ``embedder_id``), so the served model takes it as is
+  (``VOICEID_STORE=data/enrollment``, or ``load_gallery("data/enrollment/store.npz")``), plus
+  every utterance embedding (``utt_vectors`` (m, d), ``utt_owner`` (m,) row of ``speakers``)
+  so a speaker can be extended later, the store ``version`` and ``index`` -- UTF-8 JSON bytes
+  (uint8) ``{"format", "version", "embedder_id", "model", "updated", "speakers": {name:
+  {"n_utterances", "created", "updated", "files": [{"path", "content_hash", "duration"}]}}}``.
+  ``version`` counts changes; ``model`` says which registered model version made the
+  embeddings;
+* ``index.json`` -- a readable copy of that index, rewritten after each change and never read
+  back (except from a format-1 store, where it was the index; the next change migrates it);
+* ``.lock`` -- the writers' lock file.
 
-Both files are replaced atomically (written beside, then ``os.replace``), the npz first: an
-interrupted write leaves versions that disagree, which :meth:`EnrollmentStore.load`
-reports instead of serving half a change.  Embeddings of another embedding model are refused
-(``embedder_id`` differs): they live in another vector space, and mixing them would make
-every cosine meaningless.  No audio is copied into the store.
+Concurrency: every change (enroll, re-enroll, append, remove) is one read-modify-write under
+an exclusive ``fcntl.flock`` on ``.lock``, so concurrent writers never lose each other's
+change, and it ends by replacing ``store.npz`` atomically (written beside, fsynced, then
+``os.replace``; the directory is fsynced too).  Readers take no lock: they open
+``store.npz`` once and see the old version or the new one, never half a change -- so
+``identify`` (and the served model) keep answering while speakers are enrolled or removed, and
+a crash mid-write leaves the previous version.  Embeddings of another embedding model are
+refused (``embedder_id`` differs): they live in another vector space, and mixing them would
+make every cosine meaningless.  No audio is copied into the store.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +52,10 @@ from voiceid.atomic import atomic_write
 from voiceid.scoring.centroids import Centroids, speaker_centroids
 from voiceid.scoring.openset import UNKNOWN
 
-FORMAT = 1
+FORMAT = 2  # the index inside store.npz
+
+
+LEGACY_FORMAT = 1  # the index in index.json only (read; migrated by the next change)
 
 
 DEFAULT_STORE = Path("data/enrollment")
@@ -69,6 +81,7 @@ class SpeakerInfo:
     created: str
     updated: str
     files: tuple[dict[str, Any], ...] = ()
+    version: int = 0  # the store version that enroll wrote (0 in listings)
 
 
 @dataclass
@@ -133,34 +146,36 @@ class EnrollmentStore:
         return self.root / DATA_FILE
 
     def exists(self) -> bool:
-        return self.index_path.is_file()
+        return self.data_path.is_file()
 
     def load(self) -> StoreState:
-        """The store's content; an empty state when it does not exist yet."""
-        if not self.exists():
-            if self.data_path.exists():
-                raise EnrollmentError(f"{self.root}: {DATA_FILE} without {INDEX_FILE}: the store is damaged")
+        """The store's content, one consistent version (no lock needed); an empty state when there is no store yet."""
+        if not self.data_path.exists():
+            if self.index_path.exists():
+                raise EnrollmentError(f"{self.root}: {INDEX_FILE} without {DATA_FILE}: the store is damaged")
             return StoreState()
         try:
-            index = json.loads(self.index_path.read_text(encoding="utf-8"))
-            if index.get("format") != FORMAT:
-                raise EnrollmentError(f"{self.index_path}: store format {index.get('format')!r}, this voiceid reads {FORMAT}")
+            # One open file: a concurrent change replaces the name, not what this handle reads.
             with np.load(self.data_path, allow_pickle=False) as data:
                 version = int(data["version"])
                 names = [str(s) for s in data["speakers"]]
                 owner = np.asarray(data["utt_owner"], dtype=np.int64)
                 vectors = np.asarray(data["utt_vectors"], dtype=np.float64)
+                packed = np.asarray(data["index"], dtype=np.uint8).tobytes().decode("utf-8") if "index" in data.files else None
+            index = json.loads(packed) if packed is not None else self._legacy_index(version)
+            if not isinstance(index, dict) or index.get("format") not in (FORMAT, LEGACY_FORMAT):
+                found = index.get("format") if isinstance(index, dict) else type(index).__name__
+                raise EnrollmentError(f"{self.data_path}: store format {found!r}, this voiceid reads {FORMAT}")
         except EnrollmentError:
             raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, EOFError) as exc:
             raise EnrollmentError(f"{self.root}: enrollment store not readable ({exc})") from exc
         if version != index.get("version"):
             raise EnrollmentError(
-                f"{self.root}: {DATA_FILE} is version {version} but {INDEX_FILE} is version "
-                f"{index.get('version')} (an interrupted write?); re-enroll or restore the store"
+                f"{self.root}: {DATA_FILE} is damaged (version {version}, index version {index.get('version')})"
             )
         if sorted(names) != sorted(index.get("speakers", {})) or len(owner) != len(vectors):
-            raise EnrollmentError(f"{self.root}: {DATA_FILE} and {INDEX_FILE} list different speakers")
+            raise EnrollmentError(f"{self.root}: {DATA_FILE} lists different speakers in its arrays and its index")
         return StoreState(
             version,
             index.get("embedder_id"),
@@ -171,8 +186,24 @@ class EnrollmentStore:
             index.get("updated", ""),
         )
 
+    def _legacy_index(self, version: int) -> dict[str, Any]:
+        """The index of a format-1 store (``index.json`` beside an npz without ``index``)."""
+        index = json.loads(self.index_path.read_text(encoding="utf-8"))
+        if index.get("format") != LEGACY_FORMAT:
+            raise EnrollmentError(f"{self.index_path}: store format {index.get('format')!r}, this voiceid reads {FORMAT}")
+        if version != index.get("version"):
+            raise EnrollmentError(
+                f"{self.root}: {DATA_FILE} is version {version} but {INDEX_FILE} is version "
+                f"{index.get('version')} (an interrupted write of a format-1 store); re-enroll or restore the store"
+            )
+        return dict(index)
+
     def save(self, state: StoreState) -> None:
-        """Write ``state`` as the next version (npz first, then the index)."""
+        """Write ``state`` as the next version: one atomic replace of ``store.npz``, then the readable ``index.json``.
+
+        Callers hold the write lock (:meth:`add` and :meth:`remove` do): a save outside it can lose
+        a concurrent change.
+        """
         state.version += 1
         state.updated = _now()
         names = sorted(state.speakers)
@@ -180,7 +211,8 @@ class EnrollmentStore:
         cents = speaker_centroids(state.utt_vectors, state.utt_names) if state.utt_names else Centroids([], np.zeros((0, dim)))
         assert cents.speakers == names, (cents.speakers, names)
         owner = np.asarray([names.index(n) for n in state.utt_names], dtype=np.int64)
-        arrays = {
+        # Any: mypy would otherwise match the dict against savez's allow_pickle: bool.
+        arrays: dict[str, Any] = {
             "speakers": np.asarray(names, dtype=str),
             "vectors": np.asarray(cents.vectors, dtype=np.float64),
             "embedder_id": np.asarray(state.embedder_id or ""),
@@ -188,7 +220,7 @@ class EnrollmentStore:
             "utt_owner": owner,
             "version": np.asarray(state.version),
         }
-        index = {
+        index: dict[str, Any] = {
             "format": FORMAT,
             "version": state.version,
             "embedder_id": state.embedder_id,
@@ -196,22 +228,31 @@ class EnrollmentStore:
             "updated": state.updated,
             "speakers": {n: state.speakers[n] for n in names},
         }
-        atomic_write(self.data_path, lambda f: np.savez(f, **arrays), fsync=True)
-        atomic_write(self.index_path, lambda f: f.write(json.dumps(index, indent=2) + "\n"), binary=False, fsync=True)
+        arrays["index"] = np.frombuffer(json.dumps(index, sort_keys=True).encode("utf-8"), dtype=np.uint8)  # UTF-8 JSON
+        atomic_write(self.data_path, lambda f: np.savez(f, **arrays), fsync=True)  # the commit point
+        _fsync_dir(self.root)
+        copy = {**index, "note": f"a readable copy of the index inside {DATA_FILE}; voiceid reads only {DATA_FILE}"}
+        try:
+            atomic_write(self.index_path, lambda f: f.write(json.dumps(copy, indent=2) + "\n"), binary=False)
+        except OSError as exc:  # the change is already committed: a stale copy is harmless
+            warnings.warn(f"{self.index_path}: readable copy not updated ({exc})", stacklevel=2)
 
-    def speakers(self) -> list[SpeakerInfo]:
-        state = self.load()
+    def speakers(self, state: StoreState | None = None) -> list[SpeakerInfo]:
+        """The enrolled speakers, sorted (of ``state``, a :meth:`load` result, when given)."""
+        state = self.load() if state is None else state
         return [
             SpeakerInfo(n, int(e["n_utterances"]), e["created"], e["updated"], tuple(e.get("files", ())))
             for n, e in sorted(state.speakers.items())
         ]
 
-    def gallery(self, embedder_id: str | None) -> Centroids | None:
+    def gallery(self, embedder_id: str | None, state: StoreState | None = None) -> Centroids | None:
         """Centroids of the enrolled speakers for :meth:`Champion.identify`; None when empty.
 
-        Raises EnrollmentError when the store was made by another embedding model.
+        ``state``: a :meth:`load` result to use instead of reading the store again (so a caller
+        that also reports the version sees one version).  Raises EnrollmentError when the store
+        was made by another embedding model.
         """
-        state = self.load()
+        state = self.load() if state is None else state
         if not state.speakers:
             return None
         _check_same_model(self.root, state, embedder_id)
@@ -273,13 +314,14 @@ class EnrollmentStore:
             "files": all_files,
         }
         self.save(state)
-        return SpeakerInfo(name, len(all_files), state.speakers[name]["created"], now, tuple(all_files))
+        return SpeakerInfo(name, len(all_files), state.speakers[name]["created"], now, tuple(all_files), state.version)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str) -> int:
+        """Remove ``name`` (one atomic change); returns the store version written."""
         with _locked(self.root):
-            self._remove(name)
+            return self._remove(name)
 
-    def _remove(self, name: str) -> None:
+    def _remove(self, name: str) -> int:
         state = self.load()
         if name not in state.speakers:
             have = ", ".join(sorted(state.speakers)) or "none"
@@ -289,6 +331,21 @@ class EnrollmentStore:
         state.utt_names = [state.utt_names[i] for i in keep]
         del state.speakers[name]
         self.save(state)
+        return state.version
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _check_same_model(root: Path, state: StoreState, embedder_id: str | None) -> None:

@@ -43,6 +43,7 @@ from voiceid.tracking.models import (
 from voiceid.tracking.query import (
     RunRecord,
     best_of,
+    get_runs,
     load_run_json,
     runs_frame,
     search_best_run,
@@ -73,6 +74,7 @@ __all__ = [
     "aliased_version",
     "annotate_run",
     "best_of",
+    "get_runs",
     "configure",
     "data_hash",
     "experiment_name",

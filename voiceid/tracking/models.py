@@ -7,6 +7,7 @@ costs 5-8 s per model); the run's ``model_uri`` tag holds the URI for :func:`loa
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -122,7 +123,8 @@ def log_pytorch_model(
     if min(input_example.shape[i] for i in variable_axes) < 2:
         raise ValueError(f"input_example {input_example.shape}: variable axes {tuple(variable_axes)} need size >= 2")
     mlflow = import_mlflow()
-    import mlflow.pytorch
+    # importlib, not ``import mlflow.pytorch``: that statement would rebind the local ``mlflow``.
+    mlflow_pytorch = importlib.import_module("mlflow.pytorch")
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
@@ -134,7 +136,7 @@ def log_pytorch_model(
         outputs=Schema([TensorSpec(np.dtype(output.dtype), (-1, *output.shape[1:]))]),
     )
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
+        info = mlflow_pytorch.log_model(
             model,
             name="model",
             signature=signature,
@@ -151,20 +153,20 @@ def _pyfunc_signature(
     outputs: Sequence[tuple[str, str]],
     params: Mapping[str, str] | None,
 ) -> Any:
-    """ModelSignature from ``(name, type, required)`` column specs; type "double[]" is an array column."""
+    """ModelSignature from ``(name, type, required)`` column specs; type "double[]" is an array column, "any" any value."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
     def col(name: str, kind: str, required: bool = True) -> Any:
-        dtype = Array(kind[:-2]) if kind.endswith("[]") else kind
+        dtype = AnyType() if kind == "any" else Array(kind[:-2]) if kind.endswith("[]") else kind
         return ColSpec(dtype, name, required=required)
 
-    param_schema = ParamSchema([ParamSpec(k, "string", v) for k, v in params.items()]) if params else None
-    return ModelSignature(
-        inputs=Schema([col(n, k, r) for n, k, r in inputs]),
-        outputs=Schema([col(n, k) for n, k in outputs]),
-        params=param_schema,
-    )
+    input_schema = Schema([col(n, k, r) for n, k, r in inputs])
+    output_schema = Schema([col(n, k) for n, k in outputs])
+    if not params:
+        return ModelSignature(inputs=input_schema, outputs=output_schema)
+    param_schema = ParamSchema([ParamSpec(k, "string", v) for k, v in params.items()])
+    return ModelSignature(inputs=input_schema, outputs=output_schema, params=param_schema)
 
 
 def log_pyfunc_run(
@@ -192,7 +194,7 @@ def log_pyfunc_run(
     columns; ``predict_params`` the string params ``predict`` accepts, with defaults.
     """
     mlflow = import_mlflow()
-    import mlflow.pyfunc
+    mlflow_pyfunc = importlib.import_module("mlflow.pyfunc")
 
     experiment_id = set_experiment(experiment)
     run_tags = {**str_tags(tags or {}), STAGE_TAG: "select"}
@@ -203,7 +205,7 @@ def log_pyfunc_run(
         with warnings.catch_warnings():
             # The signature is explicit; an input example would be an audio file.
             warnings.filterwarnings("ignore", message=".*input example was not provided.*")
-            info = mlflow.pyfunc.log_model(
+            info = mlflow_pyfunc.log_model(
                 name="model",
                 python_model=python_model,
                 artifacts=dict(artifacts),

@@ -1,13 +1,17 @@
 """MLflow pyfunc wrapper of :class:`voiceid.serve.champion.Champion`.
 
-Kept tiny on purpose: the model logic lives in :mod:`voiceid.champion`; this class only
+Kept tiny on purpose: the model logic lives in :mod:`voiceid.serve.champion`; this class only
 unpickles the champion artifact and forwards ``predict``.  The voiceid package is logged with
 the model (``code_paths``), so ``mlflow.pyfunc.load_model("models:/voiceid@champion")``
 works wherever the pinned requirements are installed.
 
-``predict(frame, params={"gallery": "extra.npz"})`` also considers a gallery of speakers
-enrolled later; ``unwrap_python_model().champion`` gives the Champion itself (``embed``,
-``identify``) to the CLI.
+Requests are untrusted (:mod:`voiceid.serve.request`): each row is validated and answered on
+its own; ``path`` rows and the ``gallery`` param are refused unless the server was started with
+``VOICEID_AUDIO_ROOT=DIR``, and then confined to DIR; ``VOICEID_STORE=DIR`` serves an enrollment
+store (re-read when it changes).  Both are read from the environment when the model is loaded
+(:class:`voiceid.serve.request.ServeConfig`), never from a request.  A bad ``gallery`` param fails
+the request with HTTP 400.  ``unwrap_python_model().champion`` gives the Champion itself
+(``embed``, ``identify``) to the CLI.
 
 Not imported by ``voiceid.tracking`` itself: the class must subclass mlflow's PythonModel,
 so importing this module imports mlflow.
@@ -21,26 +25,42 @@ import pandas as pd
 
 from voiceid.serve.champion import Champion
 from voiceid.serve.persist import load_champion
+from voiceid.serve.request import LiveGallery, RowError, ServeConfig, request_gallery
+from voiceid.serve.store import EnrollmentError
 from voiceid.tracking.config import import_mlflow
 
 import_mlflow()  # telemetry off before mlflow.pyfunc pulls mlflow in
-import mlflow.pyfunc  # noqa: E402
+# Imported by name: mypy sees ``mlflow.pyfunc`` as the package's LazyLoader attribute, not the module.
+from mlflow.pyfunc import PythonModel  # noqa: E402
 
 ARTIFACT_KEY = "champion"
 
 
-class ChampionModel(mlflow.pyfunc.PythonModel):
-    """pyfunc face of a Champion: DataFrame(path | waveform + sample_rate) -> DataFrame."""
+class ChampionModel(PythonModel):
+    """pyfunc face of a Champion: DataFrame(path | waveform + sample_rate | audio_b64) -> DataFrame."""
 
     def __init__(self) -> None:
+        # Only picklable state here: log_model pickles this instance (load_context fills the rest).
         self.champion: Champion | None = None
+        self.config = ServeConfig()
+        self.live: LiveGallery | None = None
 
     def load_context(self, context: Any) -> None:
         self.champion = load_champion(context.artifacts[ARTIFACT_KEY])
+        self.config = ServeConfig.from_env()  # raises on a VOICEID_AUDIO_ROOT that is not a directory
+        emb = self.champion.embedding
+        self.live = LiveGallery(self.config.store, emb.embedder_id if emb else None) if self.config.store else None
 
     # A DataFrame hint tells MLflow to validate against the logged signature only.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if self.champion is None:
             raise RuntimeError("champion not loaded (load_context was not called)")
-        gallery = (params or {}).get("gallery") or None
-        return self.champion.predict_frame(model_input, gallery)
+        emb = self.champion.embedding
+        try:
+            gallery = request_gallery((params or {}).get("gallery"), self.config, self.live, emb.embedder_id if emb else None)
+        except (RowError, EnrollmentError) as exc:  # a request-level problem: HTTP 400 with the reason
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            raise MlflowException(f"gallery: {exc}", error_code=INVALID_PARAMETER_VALUE) from exc
+        return self.champion.predict_frame(model_input, gallery, audio_root=self.config.audio_root)

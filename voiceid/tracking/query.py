@@ -56,17 +56,40 @@ def _search(client: Any, names: Mapping[str, str], filter_string: str) -> list[R
     if not names:
         return []
     runs = client.search_runs(list(names), filter_string=filter_string, order_by=_NEWEST_FIRST, max_results=_MAX_RESULTS)
-    return [
-        RunRecord(
-            run_id=r.info.run_id,
-            experiment=names.get(r.info.experiment_id, r.info.experiment_id),
-            run_name=r.info.run_name or "",
-            params=dict(r.data.params),
-            metrics=dict(r.data.metrics),
-            tags=dict(r.data.tags),
-        )
-        for r in runs
-    ]
+    return [_record(r, names.get(r.info.experiment_id, r.info.experiment_id)) for r in runs]
+
+
+def _record(run: Any, experiment: str) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        experiment=experiment,
+        run_name=run.info.run_name or "",
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags=dict(run.data.tags),
+    )
+
+
+def get_runs(run_ids: Sequence[str]) -> list[RunRecord]:
+    """The runs with these ids, in that order; an id the store does not hold raises LookupError naming it.
+
+    The select stage reads the run ids the grid/ECAPA stages of this pipeline run wrote
+    (so ``dvc.lock`` pins which models were compared) and fetches exactly those runs.
+    """
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient()
+    experiments: dict[str, str] = {}
+    out = []
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            raise LookupError(f"run {run_id} is not in the MLflow store {mlflow.get_tracking_uri()}") from exc
+        exp_id = run.info.experiment_id
+        if exp_id not in experiments:
+            experiments[exp_id] = client.get_experiment(exp_id).name
+        out.append(_record(run, experiments[exp_id]))
+    return out
 
 
 def search_runs(

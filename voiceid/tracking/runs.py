@@ -150,13 +150,18 @@ def log_trial(
     return run.info.run_id
 
 
-def annotate_run(run_id: str, *, tags: Mapping[str, Any] | None = None, metrics: Mapping[str, float] | None = None) -> None:
-    """Add tags/metrics to an existing (possibly finished) run, e.g. a study's best value."""
+def annotate_run(
+    run_id: str, *, tags: Mapping[str, Any] | None = None, metrics: Mapping[str, float | None] | None = None
+) -> None:
+    """Add tags/metrics to an existing (possibly finished) run, e.g. a study's best value.
+
+    Metrics that are None or not finite are skipped.
+    """
     client = import_mlflow().MlflowClient()
     for key, value in (tags or {}).items():
         client.set_tag(run_id, str(key), str(value))
     for key, value in (metrics or {}).items():
-        if finite(value):
+        if value is not None and finite(value):
             client.log_metric(run_id, str(key), float(value))
 
 

@@ -22,8 +22,7 @@ def metric_bars(finals: pd.DataFrame, metrics: Sequence[str] = BAR_METRICS, spli
     """
     columns = [f"{split}_{m}" for m in metrics]
     data = finals[finals[columns[0]].notna()] if columns[0] in finals.columns else finals.iloc[0:0]
-    sets, axes = _panels(data, per_family=0.9, height=4.2)
-    fig = axes[0].figure
+    fig, sets, axes = _panels(data, per_family=0.9, height=4.2)
     width = 0.8 / len(metrics)
     for ax, fs in zip(axes, sets):
         part = data[data["feature_set"] == fs].sort_values("family")
@@ -41,13 +40,13 @@ def metric_bars(finals: pd.DataFrame, metrics: Sequence[str] = BAR_METRICS, spli
     return fig
 
 
-def _panels(table: pd.DataFrame, per_family: float, height: float) -> tuple[list[str], list[Axes]]:
-    """One panel per feature set, each as wide as its number of families (ECAPA's logmel: one)."""
+def _panels(table: pd.DataFrame, per_family: float, height: float) -> tuple[Figure, list[str], list[Axes]]:
+    """A figure with one panel per feature set, each as wide as its number of families (ECAPA's logmel: one)."""
     sets = sorted(table["feature_set"].dropna().unique()) or ["(none)"]
     counts = [max(table.loc[table["feature_set"] == fs, "family"].nunique(), 1) for fs in sets]
     fig = Figure(figsize=(max(6.0, per_family * sum(counts) + 1.5), height), layout="constrained")
     axes = fig.subplots(1, len(sets), sharey=True, squeeze=False, gridspec_kw={"width_ratios": counts})[0]
-    return sets, list(axes)
+    return fig, sets, list(axes)
 
 
 def fit_time_figure(best: pd.DataFrame, metric: str = "val_f1_weighted") -> Figure:
@@ -82,8 +81,7 @@ def trial_figure(trials: pd.DataFrame) -> Figure:
     The grid tunes on a fixed val split (README "Experiment grid"), so these trial scores
     take the place of the seed work's cross-validation scores.
     """
-    sets, axes = _panels(trials, per_family=0.9, height=4.2)
-    fig = axes[0].figure
+    fig, sets, axes = _panels(trials, per_family=0.9, height=4.2)
     rng = np.random.default_rng(0)  # jitter only
     for ax, fs in zip(axes, sets):
         part = trials[trials["feature_set"] == fs]

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -32,7 +33,7 @@ def det_figure(curves: Mapping[str, DetPoints], title: str = "", emphasize: Coll
     fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
     for label, (p_fa, p_miss, _) in curves.items():
-        style = (
+        style: dict[str, Any] = (
             {}
             if not emphasize
             else {"linestyle": "-", "linewidth": 2.6}
