@@ -16,6 +16,7 @@ Usage:
 
 Prints the accuracy on the new speakers' remaining files, how many were called unknown, the
 share of strangers' files called unknown, and the cost the store has on the model's own speakers.
+``--n-new 5 10 20`` measures how stranger acceptance holds as the gallery grows (one run each).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
                       train_per_speaker=8, val_per_speaker=4, n_enrolled=n_enrolled,
                       n_unknown=len(speakers) - n_enrolled, unknown_utts_per_speaker=10, order="random",
                       seed=args.seed),
-        ("mfcc60", "logmel") if args.ecapa else ("mfcc60",),
+        ("mfcc60", "dvector", "logmel") if args.ecapa else ("mfcc60", "dvector"),
     )
     manifest, fparams, tags = ws.manifest, ws.fparams, ws.tags
     print(f"prepare+features: {manifest.groupby('role')['speaker'].nunique().to_dict()} speakers, {len(manifest)} files "
@@ -102,7 +103,7 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
         print(f"ecapa: val EER {r.val['eer']:.4f}", flush=True)
 
     t0 = time.perf_counter()
-    families = (*args.families, *(("ecapa",) if args.ecapa else ()), "cosine")
+    families = (*args.families, *(("ecapa",) if args.ecapa else ()), "cosine", "dvector", "fusion")
     params = dataclasses.replace(load_section(SelectParams, "select", REPO / "params.yaml"), families=families,
                                  n_bootstrap=200, registered_model=MODEL_NAME)
     sources, _ = find_sources(params, work / "models", families)
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="*", default=["svc", "logreg"])
     parser.add_argument("--n-trials", type=int, default=4)
     parser.add_argument("--ecapa", action="store_true", help="also train ECAPA (slow on CPU: ~10 min per seed)")
-    parser.add_argument("--n-new", type=int, default=3)
+    parser.add_argument("--n-new", type=int, nargs="*", default=[3], help="new speakers per draw; several values: one table each")
     parser.add_argument("--n-strangers", type=int, default=8)
     parser.add_argument("--enroll-files", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44], help="one held-out draw per seed")
@@ -224,26 +225,29 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     t_all = time.perf_counter()
-    total: Counter[str] = Counter()
-    keys: list[str] = []
-    for seed in args.seeds:
-        for k, (right, unknown, as_new, n) in run_seed(seed, work, args).items():
-            keys += [k] if k not in keys else []
-            total[f"{k}:right"] += right
-            total[f"{k}:unknown"] += unknown
-            total[f"{k}:new"] += as_new
-            total[f"{k}:n"] += n
+    sizes = list(args.n_new)
+    for n_new in sizes:
+        args = argparse.Namespace(**{**vars(args), "n_new": n_new})
+        total: Counter[str] = Counter()
+        keys: list[str] = []
+        for seed in args.seeds:
+            for k, (right, unknown, as_new, n) in run_seed(seed, work, args).items():
+                keys += [k] if k not in keys else []
+                total[f"{k}:right"] += right
+                total[f"{k}:unknown"] += unknown
+                total[f"{k}:new"] += as_new
+                total[f"{k}:n"] += n
 
-    print(f"\naz_digits, {len(args.seeds)} held-out draws (seeds {args.seeds}), each: {args.n_new} new speakers enrolled "
-          f"from {args.enroll_files} files, {args.n_strangers} strangers never enrolled; all never seen by the pipeline")
-    print(f"{'probes':10s} {'decision':24s} {'files':>6s} {'accuracy':>9s} {'unknown':>8s} {'new spk':>8s}")
-    for k in keys:
-        group, rule = k.split("/")
-        n, right, unknown, as_new = (total[f"{k}:{c}"] for c in ("n", "right", "unknown", "new"))
-        acc = f"{right / n:9.1%}" if group != "strangers" else f"{'':>9s}"
-        print(f"{group:10s} {rule:24s} {n:6d} {acc} {unknown / n:8.1%} {as_new / n:8.1%}")
-    print("(strangers: 'unknown' is the right answer; 'new spk': called one of the newly enrolled speakers; "
-          "'with store' is what voiceid identify does)")
+        print(f"\naz_digits, {len(args.seeds)} held-out draws (seeds {args.seeds}), each: {args.n_new} new speakers enrolled "
+              f"from {args.enroll_files} files, {args.n_strangers} strangers never enrolled; all never seen by the pipeline")
+        print(f"{'probes':10s} {'decision':24s} {'files':>6s} {'accuracy':>9s} {'unknown':>8s} {'new spk':>8s}")
+        for k in keys:
+            group, rule = k.split("/")
+            n, right, unknown, as_new = (total[f"{k}:{c}"] for c in ("n", "right", "unknown", "new"))
+            acc = f"{right / n:9.1%}" if group != "strangers" else f"{'':>9s}"
+            print(f"{group:10s} {rule:24s} {n:6d} {acc} {unknown / n:8.1%} {as_new / n:8.1%}")
+        print("(strangers: 'unknown' is the right answer; 'new spk': called one of the newly enrolled speakers; "
+              "'with store' is what voiceid identify does)")
     print(f"total {time.perf_counter() - t_all:.1f} s; work dir {work}")
     return 0
 

@@ -143,11 +143,12 @@ def write_selection(root: Path, families: tuple[str, ...] = SELECT_FAMILIES, see
     champion = max(candidates, key=lambda c: c.val_report[params.champion_metric])
     embedding = [c for c in candidates if c.source.kind == "embedding"]
     result = SelectionResult(candidates, champion, embedding[0] if embedding else None, test=test)
-    for i, c in enumerate(candidates):
-        t = c.threshold(params.threshold_rule)
-        result.test_reports[c.family] = openset.bootstrap(
-            test[c.family], lambda p, t=t: openset.report(p, t), params.n_bootstrap, seed + i
-        )
+    thresholds = {c.family: c.threshold(params.threshold_rule) for c in candidates}
+    result.test_reports, result.test_vs_champion = openset.paired_bootstrap(
+        test, lambda name, p: openset.report(p, thresholds[name]), champion.family, params.n_bootstrap, seed
+    )
+    result.champion_metric = params.champion_metric
+    for c in candidates:
         result.test_by_rule[c.family] = {r: dict(zip(("far", "frr"), openset.far_frr(test[c.family], c.threshold(r))))
                                          for r in c.thresholds}
     report = for_json(summary(result, params, {}))

@@ -32,11 +32,12 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "default"
 N_ENROLLED = 6
 N_UNKNOWN = 10
+N_BACKGROUND = 4  # single-utterance speakers as background (AS-norm cohort, ECAPA training)
 
 # Tiny budgets over the repo's params.yaml (every other value, including the families, stays).
 SMALL: dict[str, Any] = {
     "prepare": {"utts_per_speaker": 8, "train_per_speaker": 4, "val_per_speaker": 2, "unknown_utts_per_speaker": 1,
-                "n_jobs": 2},
+                "n_background": N_BACKGROUND, "n_jobs": 2},
     "features": {"n_jobs": 2},
     "grid": {"n_trials": 2, "timeout_s": 30, "tpe_startup_trials": 2, "pruner_startup_trials": 1,
              "catboost": {"iterations_min": 10, "iterations_max": 20, "depth_min": 2, "depth_max": 3}},
@@ -77,12 +78,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _speakers() -> tuple[list[str], list[str]]:
-    """The first N_ENROLLED multi-utterance and N_UNKNOWN single-utterance speakers (sorted)."""
+    """The first N_ENROLLED multi-utterance and N_UNKNOWN + N_BACKGROUND single-utterance speakers (sorted)."""
     with (DATA / "metadata.csv").open(newline="") as f:
         roles = {row["speaker"]: row["role"] for row in csv.DictReader(f)}
     multi = sorted(s for s, r in roles.items() if r == "multi")[:N_ENROLLED]
-    single = sorted(s for s, r in roles.items() if r == "single")[:N_UNKNOWN]
-    if len(multi) < N_ENROLLED or len(single) < N_UNKNOWN:
+    single = sorted(s for s, r in roles.items() if r == "single")[: N_UNKNOWN + N_BACKGROUND]
+    if len(multi) < N_ENROLLED or len(single) < N_UNKNOWN + N_BACKGROUND:
         raise RuntimeError(f"{DATA}: expected {N_ENROLLED} multi- and {N_UNKNOWN} single-utterance speakers")
     return multi, single
 

@@ -19,11 +19,13 @@ from voiceid.select.protocol import SelectionResult, make_champion, select
 from voiceid.serve.champion import Champion
 from voiceid.serve.gallery import load_gallery, save_gallery
 
+Built = tuple[AudioCorpus, SelectionResult, Champion]
+
 PARAMS = SelectParams(families=("logreg", "cosine"), n_bootstrap=20, threshold_rule="eer", champion_metric="eer")
 
 
 @pytest.fixture(scope="module")
-def built() -> tuple[AudioCorpus, SelectionResult, Champion]:
+def built() -> Built:
     corpus = audio_corpus()
     sources = [
         (Source("logreg", "classifier", "mfcc60", "run-1", None, "val_f1_weighted", 1.0), fit_logreg(corpus.bank)),
@@ -33,7 +35,7 @@ def built() -> tuple[AudioCorpus, SelectionResult, Champion]:
     return corpus, result, make_champion(result, PARAMS, corpus.params)
 
 
-def test_identify_reproduces_the_selection_decisions(built) -> None:  # noqa: ANN001
+def test_identify_reproduces_the_selection_decisions(built: Built) -> None:
     corpus, result, champion = built
     test_rows = np.flatnonzero((corpus.meta["split"] == "test").to_numpy())
     known = corpus.meta.loc[test_rows, "role"].eq("enrolled").to_numpy()
@@ -48,7 +50,7 @@ def test_identify_reproduces_the_selection_decisions(built) -> None:  # noqa: AN
     assert champion.label_map == sorted(corpus.meta.loc[corpus.meta["role"] == "enrolled", "speaker"].unique())
 
 
-def test_threshold_decides_unknown(built) -> None:  # noqa: ANN001
+def test_threshold_decides_unknown(built: Built) -> None:
     corpus, _, champion = built
     wave = corpus.waves[0]
     strict = dataclasses.replace(champion, threshold=1.01)
@@ -57,7 +59,7 @@ def test_threshold_decides_unknown(built) -> None:  # noqa: ANN001
     assert lax.identify(wave, 16000)[::3] == (corpus.meta.loc[0, "speaker"], True)  # a training clip of e00
 
 
-def test_predict_frame_paths_waveforms_and_a_bad_row(built, tmp_path: Path) -> None:  # noqa: ANN001
+def test_predict_frame_paths_waveforms_and_a_bad_row(built: Built, tmp_path: Path) -> None:
     corpus, _, champion = built
     paths = [write_wav(tmp_path / f"{i}.wav", corpus.waves[i]) for i in (0, 20)]
     by_path = champion.predict_frame(pd.DataFrame({"path": [str(p) for p in paths]}), audio_root=tmp_path)
@@ -75,7 +77,7 @@ def test_predict_frame_paths_waveforms_and_a_bad_row(built, tmp_path: Path) -> N
         champion.predict_frame(pd.DataFrame({"audio": [1]}))
 
 
-def test_gallery_enrolls_a_new_speaker_without_retraining(built, tmp_path: Path) -> None:  # noqa: ANN001
+def test_gallery_enrolls_a_new_speaker_without_retraining(built: Built, tmp_path: Path) -> None:
     _, _, champion = built
     new = [synth_voice(seed=40, seconds=s) for s in (0.9, 1.0, 1.1, 1.2)]
     emb = np.stack([champion.embed(w, 16000) for w in new[:3]])
@@ -92,7 +94,7 @@ def test_gallery_enrolls_a_new_speaker_without_retraining(built, tmp_path: Path)
         champion.identify(new[3], 16000, gallery=Centroids(["x"], np.ones((1, 3))))
 
 
-def test_pyfunc_from_the_registry_predicts_in_process(built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_pyfunc_from_the_registry_predicts_in_process(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from voiceid import tracking
     from voiceid.select.register import register_champion
     from voiceid.select.report import summary

@@ -110,10 +110,10 @@ class DiskFull(OSError):
     """The injected write failure."""
 
 
-def _fail_torch_save_mid_write(real_save):  # noqa: ANN001, ANN202
+def _fail_torch_save_mid_write(real_save):
     """A torch.save that writes the first half of a real checkpoint, then fails."""
 
-    def save(obj, f, *args, **kwargs):  # noqa: ANN001, ANN202
+    def save(obj, f, *args, **kwargs):
         buf = io.BytesIO()
         real_save(obj, buf, *args, **kwargs)
         f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
@@ -122,7 +122,7 @@ def _fail_torch_save_mid_write(real_save):  # noqa: ANN001, ANN202
     return save
 
 
-def _fail_os_replace(src, dst):  # noqa: ANN001, ANN202
+def _fail_os_replace(src, dst):
     raise DiskFull("injected: rename failed")
 
 

@@ -81,7 +81,7 @@ def test_split_skips_a_bad_utterance_and_names_it(caplog: pytest.LogCaptureFixtu
         (lambda m, x: (m.assign(speaker="e0"), x), "at least 2 enrolled speakers"),
     ],
 )
-def test_split_errors_name_the_problem(mutate, message: str) -> None:  # noqa: ANN001
+def test_split_errors_name_the_problem(mutate, message: str) -> None:
     meta, mats = mutate(*synthetic_table())
     with pytest.raises(EcapaError, match=message):
         split_logmel(meta, mats, source="t.parquet")
@@ -204,7 +204,7 @@ def test_stage_killed_mid_trial_resumes_from_its_checkpoints(tmp_path: Path, mon
     calls: list[dict] = []  # one per train_embedder call: configs, inputs, result
     kill_call = {"index": 1}  # the first run dies after epoch 1 of its second trial
 
-    def spy(feats, labels, model_cfg, train_cfg, **kw):  # noqa: ANN001, ANN202
+    def spy(feats, labels, model_cfg, train_cfg, **kw):
         call = {"model": model_cfg, "train": train_cfg, "feats": feats, "labels": labels, "ckpt": Path(kw["checkpoint"])}
         calls.append(call)
         if len(calls) - 1 == kill_call["index"]:

@@ -206,8 +206,6 @@ def test_failed_cache_write_keeps_the_old_entry_and_a_rerun_heals(tmp_path: Path
             np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.xfail(strict=True, reason="feature tables are written in place (pq.write_table on the target path in "
-                   "voiceid/features/tables.py), not through voiceid.atomic: a failed write tears the old table")
 def test_failed_table_write_keeps_the_old_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import voiceid.features.tables as tables
 

@@ -60,7 +60,7 @@ def test_splits_disjoint_and_deterministic(speaker_tree: Path) -> None:
     assert not train_ids & held
     assert not set(m[m.split == "train"].speaker) & unknown
     report = data_report(a)
-    assert report["speakers"] == {"enrolled": 4, "unknown_val": 1, "unknown_test": 1}
+    assert report["speakers"] == {"enrolled": 4, "unknown_val": 1, "unknown_test": 1, "background": 0}
     assert report["utterances"]["enrolled_train"] == 12
 
 

@@ -32,7 +32,7 @@ def sources_for(bank: FeatureBank) -> list[tuple[Source, object]]:
     ]
 
 
-def frozen_state(result) -> dict:  # noqa: ANN001
+def frozen_state(result) -> dict:
     """Everything fitted before the test split is read."""
     out = {"champion": result.champion.family, "embedding": result.embedding.family}
     for c in result.candidates:

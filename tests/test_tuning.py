@@ -37,7 +37,7 @@ def feature_frame(seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
 
 def grid_params(tmp_path: Path, **kw: object) -> gparams.GridParams:
     base = dict(
-        dataset_name="t", feature_sets=("f",), families=("svc",), objective="f1_weighted",
+        dataset_name="t", feature_sets=("mfcc60",), families=("svc",), objective="f1_weighted",
         clustering_objective="ari", n_trials=4, timeout_s=None, seed=0, storage=f"sqlite:///{tmp_path}/optuna.db",
         tpe_startup_trials=2, pruner_startup_trials=1, report_every=10,
     )

@@ -1,16 +1,49 @@
-"""Optuna study mechanics shared by the grid and ECAPA: names, resume, budgets, the trial -> MLflow logger."""
+"""Optuna study mechanics shared by the grid and ECAPA: names, resume, budgets, the trial -> MLflow logger,
+and team mode: several workers (processes or machines) sharing one study in an RDB storage.
+
+Team mode (README "Running on more than one machine"): every worker runs the same stage
+command against the same ``grid.storage`` (PostgreSQL) and MLflow server. The workers agree
+through the study itself, with :func:`claim_attr`, a compare-and-set on the study's user
+attributes done under the study row's lock (``SELECT ... FOR UPDATE``, the lock Optuna itself
+takes to number trials; SQLite: its write lock). The keys, all under ``voiceid/``:
+
+* ``voiceid/mlflow_study_run``: the MLflow parent run of the study, created by the first
+  worker and reused by every other one (and by reruns);
+* ``voiceid/trial/<n>``: the worker that logs trial ``n`` to MLflow, so each trial is
+  logged once even when a worker logs what a crashed one left unlogged;
+* ``voiceid/round/<g>/worker/<k>``: the workers of round ``g`` (a round is every session
+  that starts before its final refit is claimed; a rerun after it starts round ``g + 1``);
+  slot ``k`` salts the worker's sampler seed so workers do not propose the same points;
+* ``voiceid/round/<g>/final``: the one worker that refits and logs the round's final run
+  (``{"worker", "run_id"}``); the others wait for the run id.
+
+Budget: ``n_trials`` counts COMPLETE + PRUNED trials across all workers. A worker stops
+asking for trials once the running and counted ones fill the budget, and a trial that
+finds the budget filled by lower-numbered trials waits for them; if they all count, it
+ends as FAIL without running (user attribute ``surplus``, not logged to MLflow).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
+import socket
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
 from voiceid import tracking
+
+log = logging.getLogger(__name__)
+
+ATTR = "voiceid"  # prefix of the coordination keys in a study's user attributes
 
 
 class StudyError(RuntimeError):
@@ -32,10 +65,11 @@ def open_study(name: str, storage: str, *, seed: int, startup_trials: int, prune
     a resumed study does not replay the random start-up configurations.
     """
     store: Any = storage
+    rdb: optuna.storages.RDBStorage | None = None
     if "://" in storage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat is "experimental"
-            store = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=90)
+            store = rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=90)
     study = optuna.create_study(
         storage=store,
         study_name=name,
@@ -44,8 +78,158 @@ def open_study(name: str, storage: str, *, seed: int, startup_trials: int, prune
         pruner=pruner,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials),
     )
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=startup_trials)
+    if rdb is not None:
+        _RDB[study] = rdb
+    seed_sampler(study, seed, startup_trials)
     return study
+
+
+def seed_sampler(study: optuna.Study, seed: int, startup_trials: int, salt: int = 0) -> None:
+    """A TPE sampler seeded with ``seed`` + the number of trials so far (+ a worker's ``salt``).
+
+    TPE's ``constant_liar`` (on by default) lets it see other workers' running trials.
+    """
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials) + salt, n_startup_trials=startup_trials)
+
+
+# --- team mode: compare-and-set on the study's user attributes -------------------------------
+
+_RDB: weakref.WeakKeyDictionary[optuna.Study, optuna.storages.RDBStorage] = weakref.WeakKeyDictionary()
+_MISSING = object()
+
+
+def worker_id() -> str:
+    """``<host>:<pid>``: names this worker in the study's attributes and on its MLflow trial runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_attr(
+    study: optuna.Study, key: str, make: Callable[[], Any], keep: Callable[[Any], bool] | None = None
+) -> tuple[bool, Any]:
+    """Compare-and-set of user attribute ``key``: ``(True, make())`` stored if the key is unset
+    (or its value fails ``keep``), else ``(False, current value)``.
+
+    In an RDB storage it runs in one transaction holding the study row's lock, so among
+    workers racing for the same key exactly one calls ``make`` (which may create an MLflow
+    run) and all see its value. ``make``'s value must be JSON-serialisable.
+    """
+    rdb = _RDB.get(study)
+    if rdb is None:  # in-memory study: one process
+        current = study.user_attrs.get(key, _MISSING)
+        if current is not _MISSING and (keep is None or keep(current)):
+            return False, current
+        value = make()
+        study.set_user_attr(key, value)
+        return True, value
+
+    from sqlalchemy import exc, text
+
+    study_id = rdb.get_study_id_from_name(study.study_name)
+    for attempt in range(60):
+        try:
+            with rdb.engine.begin() as conn:
+                if conn.dialect.name == "sqlite":  # no row locks: a write takes SQLite's database lock
+                    conn.execute(text("UPDATE studies SET study_name = study_name WHERE study_id = :s"), {"s": study_id})
+                else:
+                    conn.execute(text("SELECT study_id FROM studies WHERE study_id = :s FOR UPDATE"), {"s": study_id})
+                row = conn.execute(
+                    text("SELECT value_json FROM study_user_attributes WHERE study_id = :s AND key = :k"),
+                    {"s": study_id, "k": key},
+                ).first()
+                if row is not None:
+                    current = json.loads(row[0])
+                    if keep is None or keep(current):
+                        return False, current
+                value = make()
+                stmt = (
+                    "INSERT INTO study_user_attributes (study_id, key, value_json) VALUES (:s, :k, :v)"
+                    if row is None
+                    else "UPDATE study_user_attributes SET value_json = :v WHERE study_id = :s AND key = :k"
+                )
+                conn.execute(text(stmt), {"s": study_id, "k": key, "v": json.dumps(value)})
+                return True, value
+        except exc.OperationalError as err:  # SQLite "database is locked" past its busy timeout
+            if rdb.engine.dialect.name != "sqlite" or attempt == 59:
+                raise
+            log.debug("claim %s: %s; retrying", key, err)
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Session:
+    """This worker's place in a study: its round and slot (see the module doc)."""
+
+    worker: str
+    round: int
+    slot: int
+
+    @property
+    def final_key(self) -> str:
+        return f"{ATTR}/round/{self.round}/final"
+
+
+def join(study: optuna.Study) -> Session:
+    """Register this worker in the study's current round; the slot is 0 for the first worker."""
+    attrs = study.user_attrs
+    rnd = 0
+    while f"{ATTR}/round/{rnd}/final" in attrs:
+        rnd += 1
+    me = worker_id()
+    slot = 0
+    while True:
+        won, holder = claim_attr(study, f"{ATTR}/round/{rnd}/worker/{slot}", lambda: me)
+        if won or holder == me:
+            return Session(me, rnd, slot)
+        slot += 1
+
+
+def study_run_id(study: optuna.Study, create: Callable[[], str], exists: Callable[[str], bool]) -> str:
+    """The study's MLflow parent run: the one in its attributes if ``exists``, else ``create()``'s, agreed by every worker."""
+    return str(claim_attr(study, f"{ATTR}/mlflow_study_run", create, lambda run_id: bool(run_id) and exists(str(run_id)))[1])
+
+
+def finalise_once(study: optuna.Study, session: Session, refit: Callable[[], str], *, wait_s: float = 3600.0) -> tuple[bool, str]:
+    """``(True, refit())`` for the one worker of the round that claims the final refit, else
+    ``(False, its run id)`` once that worker has logged it (StudyError if it failed, or after ``wait_s``)."""
+    key = session.final_key
+    won, claim = claim_attr(study, key, lambda: {"worker": session.worker})
+    if won:
+        try:
+            run_id = refit()
+        except Exception as exc:
+            study.set_user_attr(key, {"worker": session.worker, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            raise
+        study.set_user_attr(key, {"worker": session.worker, "run_id": run_id})
+        return True, run_id
+    deadline = time.monotonic() + wait_s
+    while True:
+        if "run_id" in claim:
+            return False, str(claim["run_id"])
+        if "error" in claim:
+            raise StudyError(f"study {study.study_name}: worker {claim['worker']} failed its final refit: {claim['error']}")
+        if time.monotonic() > deadline:
+            raise StudyError(
+                f"study {study.study_name}: worker {claim.get('worker')} claimed the final refit {wait_s:.0f} s ago "
+                f"and has not logged it; rerun the stage (a new round refits)"
+            )
+        time.sleep(1.0)
+        claim = study.user_attrs.get(key, claim)
+
+
+def wait_idle(study: optuna.Study, poll_s: float = 0.5, max_wait_s: float = 3600.0) -> None:
+    """Wait until no trial of the study is RUNNING; a killed worker's trial turns FAIL by heartbeat."""
+    deadline = time.monotonic() + max_wait_s
+    while _running(study):
+        if time.monotonic() > deadline:
+            log.warning("study %s: trials still running after %.0f s; going on", study.study_name, max_wait_s)
+            return
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(poll_s)
+
+
+def _running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
 
 
 def _guarded(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
@@ -64,10 +248,23 @@ def _guarded(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Tri
 
 
 def trial_logger(
-    study_run: tracking.StudyRun, tags: Mapping[str, str]
+    study_run: tracking.StudyRun, tags: Mapping[str, str], *, once: bool = False
 ) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """A callback logging each finished trial as a child run of ``study_run``.
+
+    ``once``: first claim the trial in the study's attributes (team mode), so a trial is
+    logged by exactly one worker; trials already under ``study_run`` and surplus trials are skipped.
+    """
+    me = worker_id()
+
     def log(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if "surplus" in trial.user_attrs or trial.number in study_run.logged_trials:
+            return
+        if once and not claim_attr(study, f"{ATTR}/trial/{trial.number}", lambda: me)[0]:
+            return
         extra = {"error": trial.user_attrs["error"]} if "error" in trial.user_attrs else {}
+        if once:
+            extra["worker"] = me
         tracking.log_trial(
             study_run,
             number=trial.number,
@@ -98,20 +295,82 @@ def optimize(
     """Run trials until ``n_trials`` have completed or been pruned, or ``timeout_s`` passes.
 
     Failures do not count toward the budget, but a session never runs more than the
-    remaining budget of trials, so a family that always fails still stops.
+    remaining budget of trials, so a family that always fails still stops. The budget is
+    the study's, shared by every worker (see the module doc): this session stops asking for
+    trials once running and counted ones fill it, waits for the other workers' running
+    trials, and tops up if some of them failed.
     """
-    if not study.trials:
+    if not study.trials and claim_attr(study, f"{ATTR}/defaults", worker_id)[0]:
         study.enqueue_trial(dict(defaults), skip_if_exists=True)
-    remaining = n_trials - len(study.get_trials(deepcopy=False, states=_BUDGET_STATES))
-    if remaining <= 0:
-        return
-    study.optimize(
-        _guarded(objective),
-        n_trials=remaining,
-        timeout=timeout_s,
-        catch=(Exception,),
-        callbacks=[*callbacks, optuna.study.MaxTrialsCallback(n_trials, states=_BUDGET_STATES)],
-    )
+    attempts = n_trials - _counted(study)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    ran = [0]
+
+    def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        ran[0] += 1
+
+    while attempts - ran[0] > 0:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        study.optimize(
+            _gated(_guarded(objective), study, n_trials),
+            n_trials=attempts - ran[0],
+            timeout=left,
+            catch=(Exception,),
+            callbacks=[
+                count,
+                *callbacks,
+                optuna.study.MaxTrialsCallback(n_trials, states=_BUDGET_STATES),
+                _stop_when_assigned(n_trials),
+            ],
+        )
+        wait_idle(study)  # other workers' last trials
+        if _counted(study) >= n_trials:
+            break
+
+
+def _counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=_BUDGET_STATES))
+
+
+class _Surplus(RuntimeError):
+    """The budget was filled by other workers' trials while this one waited."""
+
+
+def _gated(objective: Callable[[optuna.Trial], float], study: optuna.Study, n_trials: int) -> Callable[[optuna.Trial], float]:
+    """Run ``objective`` only while counted trials plus lower-numbered running ones leave budget.
+
+    Trial numbers are handed out in order under the study row's lock, so of trials that
+    pass this gate at most ``n_trials`` count; a trial that finds the budget taken waits for
+    the running ones (one may fail and free its place) and ends as a surplus FAIL otherwise.
+    """
+
+    def run(trial: optuna.Trial) -> float:
+        while True:
+            trials = study.get_trials(deepcopy=False, states=(*_BUDGET_STATES, optuna.trial.TrialState.RUNNING))
+            counted = sum(t.state in _BUDGET_STATES for t in trials)
+            ahead = counted + sum(t.state == optuna.trial.TrialState.RUNNING and t.number < trial.number for t in trials)
+            if ahead < n_trials:
+                return objective(trial)
+            if counted >= n_trials:
+                trial.set_user_attr("surplus", "the study's budget was filled by other workers; nothing run")
+                raise _Surplus(f"trial {trial.number}: the budget of {n_trials} trials was filled by other workers")
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(0.5)
+
+    return run
+
+
+def _stop_when_assigned(n_trials: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """Stop this worker once counted + running trials (any worker's) fill the budget."""
+
+    def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        states = (*_BUDGET_STATES, optuna.trial.TrialState.RUNNING)
+        if len(study.get_trials(deepcopy=False, states=states)) >= n_trials:
+            study.stop()
+
+    return stop
 
 
 def best_params(study: optuna.Study, space: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -130,9 +389,10 @@ def best_params(study: optuna.Study, space: Callable[[Any], dict[str, Any]]) -> 
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials per state (surplus trials of team mode, which ran nothing, are left out)."""
     states = optuna.trial.TrialState
     return {
-        f"n_trials_{s.name.lower()}": len(study.get_trials(deepcopy=False, states=(s,)))
+        f"n_trials_{s.name.lower()}": sum("surplus" not in t.user_attrs for t in study.get_trials(deepcopy=False, states=(s,)))
         for s in (states.COMPLETE, states.PRUNED, states.FAIL)
     }
 

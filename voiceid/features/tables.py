@@ -9,6 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from voiceid.atomic import atomic_write
+
 META_COLUMNS: tuple[str, ...] = ("utt_id", "speaker", "role", "split", "content_hash")
 
 
@@ -20,7 +22,8 @@ def write_feature_table(path: str | Path, meta: pd.DataFrame, X: np.ndarray, nam
     cols = {c: pa.array(meta[c].astype(str).to_numpy()) for c in META_COLUMNS}
     X = np.asarray(X, dtype=np.float32)
     cols.update({n: pa.array(X[:, j]) for j, n in enumerate(names)})
-    pq.write_table(pa.table(cols), str(path))
+    table = pa.table(cols)
+    atomic_write(path, lambda f: pq.write_table(table, f))  # readers see the old table or the new one
 
 
 def read_feature_table(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
@@ -46,7 +49,8 @@ def write_logmel_table(path: str | Path, meta: pd.DataFrame, mats: list[np.ndarr
         cols["logmel"] = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
     else:  # past 2^31 values (~75 h of 80-band, 10 ms frames) 32-bit list offsets overflow
         cols["logmel"] = pa.LargeListArray.from_arrays(pa.array(offsets), values)
-    pq.write_table(pa.table(cols), str(path))
+    table = pa.table(cols)
+    atomic_write(path, lambda f: pq.write_table(table, f))  # readers see the old table or the new one
 
 
 def read_logmel(path: str | Path) -> tuple[pd.DataFrame, list[np.ndarray]]:

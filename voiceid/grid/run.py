@@ -37,12 +37,17 @@ from voiceid.grid.params import GridParams, family_kind, grid_run_params
 from voiceid.scoring import classification
 from voiceid.study import (
     best_params,
+    finalise_once,
+    join,
     open_study,
     optimize,
+    seed_sampler,
     study_name,
+    study_run_id,
     timed,
     trial_counts,
     trial_logger,
+    wait_idle,
 )
 from voiceid.viz.confusion import confusion_figure
 
@@ -120,26 +125,61 @@ def _run_family(name: str, data: GridData, params: GridParams, base_tags: Mappin
         else optuna.pruners.NopPruner()
     )
     study = open_study(sname, params.storage, seed=params.seed, startup_trials=params.tpe_startup_trials, pruner=pruner)
+    # Team mode (voiceid.study): workers on the same storage share the study's budget, its MLflow
+    # parent run and one final refit per round; a lone worker sees no difference.
+    session = join(study)
+    if session.slot:  # a second worker must not replay the first one's start-up configurations
+        seed_sampler(study, params.seed, params.tpe_startup_trials, salt=7919 * session.slot)
+    parent = study_run_id(
+        study, lambda: tracking.create_study_run(experiment, sname, tags, grid_run_params(params)), tracking.run_exists
+    )
 
-    with tracking.start_study_run(experiment, sname, tags, params=grid_run_params(params)) as srun:
-        logger = trial_logger(srun, tags)
-        for trial in study.get_trials(deepcopy=False):  # finished before a crash, never logged
-            if trial.state.is_finished() and trial.number not in srun.logged_trials:
-                logger(study, trial)
+    with tracking.start_study_run(experiment, sname, tags, run_id=parent) as srun:
+        logger = trial_logger(srun, tags, once=True)
+
+        def log_unlogged() -> None:  # finished by a worker that died before logging them
+            for trial in study.get_trials(deepcopy=False):
+                if trial.state.is_finished():
+                    logger(study, trial)
+
+        log_unlogged()
         optimize(study, objective, n_trials=params.n_trials, timeout_s=params.timeout_s, defaults=defaults, callbacks=[logger])
+        wait_idle(study)
+
+    def refit() -> str:  # by one worker per round; the study run is no longer the active run
+        log_unlogged()
         hp = best_params(study, space)
         best, counts = study.best_trial, trial_counts(study)
-    tracking.annotate_run(srun.run_id, tags={"best_trial": best.number}, metrics={"best_objective": best.value, **counts})
+        tracking.annotate_run(srun.run_id, tags={"best_trial": best.number}, metrics={"best_objective": best.value, **counts})
+        final_tags = {**tags, "study_run_id": srun.run_id, "best_trial": str(best.number), "objective": objective_name}
+        run_params = {**hp, "seed": params.seed, "objective": objective_name, "refit_on": "train"}
+        final = _final_classifier if kind == "classifier" else _final_clustering
+        run_id = final(name, hp, data, params, experiment, run_params, final_tags, log_model)
+        tracking.annotate_run(srun.run_id, tags={"final_run_id": run_id})
+        return run_id
 
-    final_tags = {**tags, "study_run_id": srun.run_id, "best_trial": str(best.number), "objective": objective_name}
-    run_params = {**hp, "seed": params.seed, "objective": objective_name, "refit_on": "train"}
-    if kind == "classifier":
-        val_m, test_m, fit_s, run_id = _final_classifier(name, hp, data, params, experiment, run_params, final_tags, log_model)
-    else:
-        val_m, test_m, fit_s, run_id = _final_clustering(name, hp, data, params, experiment, run_params, final_tags, log_model)
-    tracking.annotate_run(srun.run_id, tags={"final_run_id": run_id})
+    _, run_id = finalise_once(study, session, refit)
+    # the final run holds what every worker reports, whichever of them refitted
+    (run,) = tracking.get_runs([run_id])
+    val_m = {k[4:]: v for k, v in run.metrics.items() if k.startswith("val_")}
+    test_m = {k[5:]: v for k, v in run.metrics.items() if k.startswith("test_")}
+    best_number = int(run.tags.get("best_trial", study.best_trial.number))
+    hp = best_params(study, space)
+    counts = trial_counts(study)
     return FamilyResult(
-        name, data.feature_set, kind, objective_name, sname, srun.run_id, run_id, best.number, hp, val_m, test_m, fit_s, counts
+        name,
+        data.feature_set,
+        kind,
+        objective_name,
+        sname,
+        srun.run_id,
+        run_id,
+        best_number,
+        hp,
+        val_m,
+        test_m,
+        float(run.metrics.get("fit_seconds", 0.0)),
+        counts,
     )
 
 
@@ -152,7 +192,7 @@ def _final_classifier(
     run_params: dict[str, Any],
     tags: dict[str, str],
     log_model: bool,
-) -> tuple[dict[str, float], dict[str, float], float, str]:
+) -> str:
     family = classifiers.get_family(name)
     ctx = fit_context(data, params)
     pipe, fit_s = timed(lambda: classifiers.fit_classifier(family, hp, data.train.X, data.train.y, ctx))
@@ -174,7 +214,7 @@ def _final_classifier(
         figures={"confusion_matrix.png": confusion_figure(cm, [str(c) for c in classes], title)},
         json_artifacts={"classes.json": [str(c) for c in classes], "feature_columns.json": list(data.feature_names)},
     )
-    return val_m, test_m, fit_s, run_id
+    return run_id
 
 
 def _final_clustering(
@@ -186,7 +226,7 @@ def _final_clustering(
     run_params: dict[str, Any],
     tags: dict[str, str],
     log_model: bool,
-) -> tuple[dict[str, float], dict[str, float], float, str]:
+) -> str:
     tune = tuning_cluster_data(data)
     _, tune_labels = clustering.fit_clusterer(name, hp, tune, params.seed)
     val_m = clustering.clustering_metrics(np.concatenate([data.train.y, data.val.y]), tune_labels)
@@ -209,7 +249,7 @@ def _final_clustering(
         figures={"confusion_matrix.png": confusion_figure(cm, axis, title)},
         json_artifacts={"classes.json": speakers, "feature_columns.json": list(data.feature_names)},
     )
-    return val_m, test_m, fit_s, run_id
+    return run_id
 
 
 def _defaults(name: str, data: GridData, params: GridParams) -> dict[str, Any]:

@@ -188,3 +188,24 @@ def probit(rate: ArrayLike) -> NDArray[np.float64]:
     [0.0, -3.09]
     """
     return np.asarray(norm.ppf(np.clip(np.asarray(rate, dtype=np.float64), DET_CLIP, 1 - DET_CLIP)), dtype=np.float64)
+
+
+def gallery_threshold(nontarget: ArrayLike, n_models: int, far: float) -> float:
+    """Top-1 threshold that keeps a stranger's acceptance near ``far`` against ``n_models`` enrolled speakers.
+
+    A stranger is accepted when *any* of its ``n_models`` non-target scores reaches the
+    threshold, so with a fixed threshold FAR grows with the gallery: with per-pair false-alarm
+    rate p(t), FAR_n(t) = 1 - (1 - p(t))^n (independent pairs).  The threshold returned makes
+    p(t) = 1 - (1 - far)^(1/n), read off the validation non-target pair scores ``nontarget``
+    (stranger probes against enrolled speakers).  Real non-target scores of one probe are
+    positively correlated, so the realised FAR is at most about ``far``.
+
+    >>> s = np.linspace(0, 1, 1001)
+    >>> round(gallery_threshold(s, 1, 0.05), 3), round(gallery_threshold(s, 10, 0.05), 3)
+    (0.95, 0.995)
+    """
+    s = np.sort(np.asarray(nontarget, dtype=np.float64).ravel())
+    if len(s) == 0 or n_models < 1 or not 0.0 < far < 1.0:
+        raise ValueError(f"need non-target scores, n_models >= 1 and 0 < far < 1, found {len(s)}, {n_models}, {far}")
+    per_pair = 1.0 - (1.0 - far) ** (1.0 / n_models)
+    return float(np.quantile(s, 1.0 - per_pair, method="higher"))

@@ -254,6 +254,9 @@ def _best_embedding_variant(
         val = Probes(speakers, out.pred, out.score, known, ids)
         tried[variant] = float(eer(val.score, val.known.astype(int))[0])
         if best is None or tried[variant] < best[0]:
+            # val strangers against every enrolled speaker: how the threshold must rise as a gallery grows
+            scorer.nontarget = np.sort(cos[~known].ravel())
+            scorer.far_target = params.target_fpr
             best = (tried[variant], scorer, val, variant)
     if best is None:
         raise ValueError(f"no back-end variant of {list(params.backends)} could be calibrated on val")

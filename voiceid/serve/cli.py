@@ -11,9 +11,14 @@ champion pickle (:func:`voiceid.serve.persist.save_champion`).  Identification c
 model's own speakers plus those of the enrollment store (``--store``, default
 ``data/enrollment``; format in :mod:`voiceid.serve.store`).
 
+A folder stands for the audio files below it (walked in sorted order, symlinks followed once,
+hidden entries skipped); a folder without any is reported (``no_audio``).  The progress bar
+(stderr, more than one file) shows an error count; the errors themselves are printed as whole
+lines once it is closed.  The store is read once per command.
+
 Exit codes: 0 every file was processed (``unknown`` is an answer, not an error); 1 some file
-could not be used (each named on stderr as ``voiceid: <file>: <problem>``; the others are
-still answered) or an enrollment was refused; 2 no usable model, store or arguments.
+or folder could not be used (each named on stderr as ``voiceid: <file>: <problem>``; the others
+are still answered) or an enrollment was refused; 2 no usable model, store, arguments or audio.
 """
 
 from __future__ import annotations

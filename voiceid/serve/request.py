@@ -30,6 +30,7 @@ import binascii
 import os
 import tempfile
 import threading
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,18 +113,19 @@ def confine(name: Any, root: Path | None, what: str = "path") -> Path:
         instead = "send the audio as 'waveform' + 'sample_rate' or 'audio_b64', or " if what == "path" else ""
         raise RowError(
             "forbidden",
-            f"server-side files are off on this server ({what} {name!r}): {instead}start the server with {AUDIO_ROOT_ENV}=DIR "
+            f"server-side files are off on this server ({what} {str(name)[:200]!r}): {instead}start the server with {AUDIO_ROOT_ENV}=DIR "
             "to allow files under DIR",
         )
     if not isinstance(name, str) or not name or "\x00" in name:
         raise RowError("bad_row", f"{what} must be a non-empty string")
-    candidate = Path(name).expanduser() if name.startswith("~") else Path(name)
+    shown = repr(name if len(name) <= 200 else name[:200] + "...")
+    candidate = Path(name)  # no ~ expansion: "~/x" is a name under the root like any other
     try:
         resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop
-        raise RowError("forbidden", f"{what} {name!r} cannot be resolved ({type(exc).__name__})") from exc
+        raise RowError("forbidden", f"{what} {shown} cannot be resolved ({type(exc).__name__})") from exc
     if not resolved.is_relative_to(root):
-        raise RowError("forbidden", f"{what} {name!r} is outside the server's audio root")
+        raise RowError("forbidden", f"{what} {shown} is outside the server's audio root")
     return resolved
 
 
@@ -159,7 +161,8 @@ def waveform_clip(wave: Any, sample_rate: Any, target_sr: int, rules: RowRules, 
         raise EmptyAudioError(label, "audio samples", "0 samples")
     if arr.size > rules.max_duration * sr:
         raise RowError("too_long", f"expected <= {rules.max_duration:.0f} s, found {arr.size / sr:.1f} s")
-    wave32 = arr.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused just below
+        wave32 = arr.astype(np.float32)
     if not np.isfinite(wave32).all():
         raise InvalidSamplesError(label, "finite samples", "NaN or inf values")
     if sr != target_sr:
@@ -260,5 +263,5 @@ def request_gallery(param: Any, config: ServeConfig, live: LiveGallery | None, e
         path = path / DATA_FILE
     try:
         return load_gallery(path, embedder_id)
-    except ValueError as exc:
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # a torn or foreign file too
         raise RowError("bad_gallery", str(exc).replace(str(path), str(param))) from None

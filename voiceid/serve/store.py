@@ -40,6 +40,7 @@ import datetime as dt
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,7 @@ class EnrollmentStore:
                 raise EnrollmentError(f"{self.data_path}: store format {found!r}, this voiceid reads {FORMAT}")
         except EnrollmentError:
             raise
-        except (OSError, KeyError, ValueError, TypeError, EOFError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:  # torn or foreign bytes
             raise EnrollmentError(f"{self.root}: enrollment store not readable ({exc})") from exc
         if version != index.get("version"):
             raise EnrollmentError(

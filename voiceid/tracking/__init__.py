@@ -55,8 +55,10 @@ from voiceid.tracking.runs import (
     TRIAL_STATES,
     StudyRun,
     annotate_run,
+    create_study_run,
     log_final_run,
     log_trial,
+    run_exists,
     start_study_run,
 )
 
@@ -76,6 +78,7 @@ __all__ = [
     "best_of",
     "get_runs",
     "configure",
+    "create_study_run",
     "data_hash",
     "experiment_name",
     "git_commit",
@@ -88,6 +91,7 @@ __all__ = [
     "log_trial",
     "pip_requirements",
     "register_model",
+    "run_exists",
     "runs_frame",
     "search_best_run",
     "search_final_runs",

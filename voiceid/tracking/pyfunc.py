@@ -50,6 +50,7 @@ class ChampionModel(PythonModel):
         self.config = ServeConfig.from_env()  # raises on a VOICEID_AUDIO_ROOT that is not a directory
         emb = self.champion.embedding
         self.live = LiveGallery(self.config.store, emb.embedder_id if emb else None) if self.config.store else None
+        _warm_up(self.champion)
 
     # A DataFrame hint tells MLflow to validate against the logged signature only.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -64,3 +65,18 @@ class ChampionModel(PythonModel):
 
             raise MlflowException(f"gallery: {exc}", error_code=INVALID_PARAMETER_VALUE) from exc
         return self.champion.predict_frame(model_input, gallery, audio_root=self.config.audio_root)
+
+
+def _warm_up(champion: Champion) -> None:
+    """One identification of a synthetic tone at load time: the feature stack's lazy imports and
+    numba kernels (~3 s on a cold process) are paid here, not by the first request."""
+    import logging
+
+    import numpy as np
+
+    t = np.arange(champion.sample_rate) / champion.sample_rate
+    tone = (0.3 * np.sin(2 * np.pi * 140.0 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3.0 * t))).astype(np.float32)
+    try:
+        champion.identify(tone, champion.sample_rate)
+    except Exception:  # a warm-up is an optimisation: a failure here shows again, with context, on a real request
+        logging.getLogger(__name__).warning("champion warm-up failed", exc_info=True)

@@ -45,31 +45,69 @@ class StudyRun:
     logged_trials: frozenset[int] = field(default_factory=frozenset)
 
 
+def _find_study_run(client: Any, experiment_id: str, run_name: str) -> str | None:
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{STAGE_TAG} = 'study' and tags.mlflow.runName = '{quote(run_name)}'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
+def create_study_run(experiment: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> str:
+    """The id of the study (parent) run named ``run_name``: an existing one, else a new one.
+
+    Team mode calls it once per study, under a lock held in the Optuna storage
+    (:func:`voiceid.study.study_run_id`), so concurrent workers share one parent.
+    """
+    mlflow = import_mlflow()
+    from mlflow.entities import Param
+
+    experiment_id = set_experiment(experiment)
+    client = mlflow.MlflowClient()
+    existing = _find_study_run(client, experiment_id, run_name)
+    if existing is not None:
+        return existing
+    run = client.create_run(experiment_id, run_name=run_name, tags={**str_tags(tags), STAGE_TAG: "study"})
+    if params:
+        client.log_batch(run.info.run_id, params=[Param(str(k), str(v)) for k, v in params.items()])
+    return str(run.info.run_id)
+
+
+def run_exists(run_id: str) -> bool:
+    """Whether the current store holds run ``run_id`` (and it is not deleted)."""
+    mlflow = import_mlflow()
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return bool(run.info.lifecycle_stage != "deleted")
+
+
 @contextlib.contextmanager
 def start_study_run(
     experiment: str,
     run_name: str,
     tags: Mapping[str, Any],
     params: Mapping[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
 ) -> Iterator[StudyRun]:
     """Open the parent run of a study, reopening it when a run of that name exists.
 
     Reopening lets an interrupted study continue under the same parent; the trial
     numbers already logged below it are returned so they are not logged twice.
-    Two workers starting the same study at the same moment may each create a parent;
-    their trials are still all in the shared Optuna storage.
+    ``run_id`` reopens that run instead of looking one up by name: team mode passes the
+    parent every worker agreed on (:func:`create_study_run`), so concurrent workers log
+    their trials under one parent.
     """
     mlflow = import_mlflow()
     experiment_id = set_experiment(experiment)
     client = mlflow.MlflowClient()
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.{STAGE_TAG} = 'study' and tags.mlflow.runName = '{quote(run_name)}'",
-        max_results=1,
-    )
+    found = run_id or _find_study_run(client, experiment_id, run_name)
     all_tags = {**str_tags(tags), STAGE_TAG: "study"}
     if found:
-        run_id = found[0].info.run_id
+        run_id = found
         logged = _logged_trial_numbers(client, experiment_id, run_id)
         active = mlflow.start_run(run_id=run_id)
         mlflow.set_tags(all_tags)
