@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONHASHSEED := 0
 
-.PHONY: setup run lint test test-all bench browser clean-runs
+.PHONY: setup run lint test test-all bench browser postgres clean-runs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,11 @@ setup: $(STAMP)
 	@[ -d .dvc ] || $(BIN)/dvc init -q
 	@$(BIN)/dvc config core.analytics false
 
+# Ends with the selection at a glance (voiceid/analysis/summary.py; `voiceid report` prints it again).
 run: setup
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	@echo
+	@$(BIN)/voiceid report
 
 # Debian's chromium + chromedriver for the MLflow UI browser test; skipped where apt
 # cannot run (not root, no registry), in which case that one test skips with a reason.
@@ -49,14 +51,25 @@ browser:
 	  else echo "make browser: not root or no apt-get; the browser test will skip"; fi; \
 	fi
 
+# Debian's PostgreSQL server for the team-mode test (tests/test_team_postgres.py starts a throw-away
+# cluster with it, as the `postgres` user, on 127.0.0.1 only); skipped where apt cannot run, in
+# which case that test skips with a reason.
+postgres:
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	      || echo "make postgres: could not install postgresql; the team-mode test will skip"; \
+	  else echo "make postgres: not root or no apt-get; the team-mode test will skip"; fi; \
+	fi
+
 # Lint and type-check (config in pyproject.toml); `make test` runs it first, so CI fails on it.
 lint: setup
 	$(BIN)/ruff check voiceid stages && $(BIN)/ruff format --check voiceid stages && $(BIN)/mypy
 
-test: setup browser lint
+test: setup browser postgres lint
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-all: setup browser
+test-all: setup browser postgres
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -55,91 +55,104 @@ class Mutation:
 
 MUTATIONS: list[Mutation] = [
     Mutation(
-        "atomic-in-place", "voiceid/atomic.py",
+        "atomic-in-place",
+        "voiceid/atomic.py",
         '    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")\n',
         "    fd, tmp = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), str(path)\n",
         "atomic_write writes the target in place (no temporary, no rename)",
         ("tests/test_featcache.py", "tests/test_enrollment.py", "tests/test_serve_store.py", "tests/test_ecapa_train.py"),
     ),
     Mutation(
-        "atomic-no-fsync", "voiceid/atomic.py",
+        "atomic-no-fsync",
+        "voiceid/atomic.py",
         "            if fsync:\n                f.flush()\n",
         "            if False:\n                f.flush()\n",
         "atomic_write never fsyncs, even with fsync=True (the enrollment store's commit point)",
         ("tests/test_enrollment.py", "tests/test_serve_store.py"),
     ),
     Mutation(
-        "atomic-leaves-temp", "voiceid/atomic.py",
+        "atomic-leaves-temp",
+        "voiceid/atomic.py",
         "    except BaseException:\n        Path(tmp).unlink(missing_ok=True)\n        raise\n",
         "    except BaseException:\n        raise\n",
         "a failed atomic_write leaves its temporary file behind",
         ("tests/test_featcache.py", "tests/test_enrollment.py", "tests/test_serve_store.py", "tests/test_ecapa_train.py"),
     ),
     Mutation(
-        "eer-threshold", "voiceid/scoring/verification.py",
+        "eer-threshold",
+        "voiceid/scoring/verification.py",
         "    return float(rate), float(thresholds[i])\n",
         "    return float(rate), float(thresholds[i - 1])\n",
         "eer returns the threshold one step before the P_miss/P_fa crossing",
         ("tests/test_scoring.py", "tests/test_thresholds.py", "tests/test_openset.py", "voiceid/scoring/verification.py"),
     ),
     Mutation(
-        "eer-interpolation", "voiceid/scoring/verification.py",
+        "eer-interpolation",
+        "voiceid/scoring/verification.py",
         "    alpha = diff[i - 1] / (diff[i - 1] - diff[i])\n",
         "    alpha = diff[i] / (diff[i - 1] - diff[i])\n",
         "eer interpolates from the wrong end of the crossing segment",
         ("tests/test_scoring.py", "tests/test_openset.py", "voiceid/scoring/verification.py"),
     ),
     Mutation(
-        "far-off-by-one", "voiceid/scoring/verification.py",
+        "far-off-by-one",
+        "voiceid/scoring/verification.py",
         "    ok = accepted <= far * len(unk) + 1e-9  # tolerance",
         "    ok = accepted <= far * len(unk) + 1  # tolerance",
         "far_threshold lets one more non-target in than the FAR allows",
         ("tests/test_scoring.py", "tests/test_openset.py", "tests/test_thresholds.py", "voiceid/scoring/verification.py"),
     ),
     Mutation(
-        "split-enrolled-unknown-leak", "voiceid/data/splits.py",
+        "split-enrolled-unknown-leak",
+        "voiceid/data/splits.py",
         "    pool = enrollable[n_enrolled:] + [s for s in speakers if s not in set(enrollable)]\n",
         "    pool = enrollable[max(n_enrolled - 1, 0) :] + [s for s in speakers if s not in set(enrollable)]\n",
         "the last enrolled speaker is also drawn as an unknown speaker",
         ("tests/test_splits.py", "tests/test_prepare.py", "voiceid/data/splits.py"),
     ),
     Mutation(
-        "split-unknown-val-test-leak", "voiceid/data/splits.py",
+        "split-unknown-val-test-leak",
+        "voiceid/data/splits.py",
         '        parts.append(kept.assign(role="unknown", split="val" if i < n_val_unknown else "test", split_by="speaker"))\n',
         '        parts.append(kept.assign(role="unknown", split=(["val", "test"] * len(kept))[: len(kept)], split_by="speaker"))\n',
         "unknown speakers split by utterance: the same voice fits thresholds (val) and is reported (test)",
         ("tests/test_splits.py", "tests/test_prepare.py", "voiceid/data/splits.py"),
     ),
     Mutation(
-        "split-session-leak", "voiceid/data/splits.py",
+        "split-session-leak",
+        "voiceid/data/splits.py",
         "    test = _pick(held, min(n_test, len(held)), plan.order, rng)\n",
         "    test = _pick(side, min(n_test, len(side)), plan.order, rng)\n",
         "enrolled test clips come from the training sessions (train/test session leak, even shared clips)",
         ("tests/test_splits.py", "tests/test_prepare.py"),
     ),
     Mutation(
-        "label-metrics-weighted", "voiceid/scoring/classification.py",
+        "label-metrics-weighted",
+        "voiceid/scoring/classification.py",
         '        "f1_weighted": float((f1 * support).sum() / support.sum()),\n',
         '        "f1_weighted": float((f1 * predicted).sum() / predicted.sum()),\n',
         "label_metrics weights F1 by predicted instead of true label counts",
         ("tests/test_scoring.py", "tests/test_models.py", "voiceid/scoring/classification.py"),
     ),
     Mutation(
-        "label-metrics-macro", "voiceid/scoring/classification.py",
+        "label-metrics-macro",
+        "voiceid/scoring/classification.py",
         '        "f1_macro": float(f1.mean()),\n',
         '        "f1_macro": float(f1[support > 0].mean()),\n',
         "label_metrics macro-F1 ignores labels that are only predicted (sklearn counts them)",
         ("tests/test_scoring.py", "tests/test_models.py", "voiceid/scoring/classification.py"),
     ),
     Mutation(
-        "bootstrap-pooled", "voiceid/scoring/openset.py",
+        "bootstrap-pooled",
+        "voiceid/scoring/openset.py",
         "        idx = np.concatenate([rng.choice(ki, len(ki)), rng.choice(ui, len(ui))])\n",
         "        idx = rng.choice(len(first), len(first))\n",
         "the bootstrap resamples known and unknown probes together (replicates change the class mix)",
         ("tests/test_openset.py", "tests/test_selection.py", "tests/test_select_honesty.py"),
     ),
     Mutation(
-        "probes-take-misaligned", "voiceid/scoring/openset.py",
+        "probes-take-misaligned",
+        "voiceid/scoring/openset.py",
         "        return Probes(self.true[i], self.pred[i], self.score[i], self.known[i], None if self.ids is None else self.ids[i])\n",
         "        return Probes(self.true[i], self.pred[i], self.score[np.sort(i)], self.known[i], None if self.ids is None else self.ids[i])\n",
         "Probes.take pairs scores with the wrong probes when the indices are not sorted (bootstrap, align)",
@@ -192,10 +205,13 @@ def restore(root: Path, m: Mutation, original: str) -> None:
     elif current.count(m.new) == 1:
         path.write_text(current.replace(m.new, m.old, 1), encoding="utf-8")  # someone else edited the file too
     elif m.new in current:
-        raise RuntimeError(f"{m.id}: cannot restore {m.file}: the mutant snippet occurs {current.count(m.new)} times; fix by hand")
+        raise RuntimeError(
+            f"{m.id}: cannot restore {m.file}: the mutant snippet occurs {current.count(m.new)} times; fix by hand"
+        )
     else:
-        print(f"warning: {m.id}: the mutant snippet is gone from {m.file} (edited meanwhile); nothing to restore",
-              file=sys.stderr)
+        print(
+            f"warning: {m.id}: the mutant snippet is gone from {m.file} (edited meanwhile); nothing to restore", file=sys.stderr
+        )
     if m.new in path.read_text(encoding="utf-8"):
         raise RuntimeError(f"{m.id}: {m.file} still holds the mutant after restoring; fix by hand")
 
@@ -213,13 +229,20 @@ def run_suite(root: Path, args: list[str], timeout: float) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         xml = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", f"--junitxml={xml}", *args]
-        env = {**os.environ, "PYTHONHASHSEED": "0", "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "DO_NOT_TRACK": "true", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {
+            **os.environ,
+            "PYTHONHASHSEED": "0",
+            "DVC_NO_ANALYTICS": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         if root != REPO:  # child processes (pipeline run, notebook kernel) import voiceid from the copy too
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -244,8 +267,11 @@ def run_suite(root: Path, args: list[str], timeout: float) -> Outcome:
 
 def copy_checkout(dest: Path) -> Path:
     """The checkout's tracked and untracked-but-not-ignored files, copied to ``dest``."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = REPO / rel
         if src.is_file():
@@ -291,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     diff_before = git_diff_stat(files)
     scratch = tempfile.TemporaryDirectory(prefix="mutation-copy-") if args.copy else None
     root = copy_checkout(Path(scratch.name)) if scratch else REPO
-    print(f"mutation_check: {len(mutations)} mutation(s) in {root}{' (a copy)' if scratch else ''}; "
-          f"pytest {' '.join(args.paths)} {' '.join(args.pytest_args)}".rstrip(), flush=True)
+    print(
+        f"mutation_check: {len(mutations)} mutation(s) in {root}{' (a copy)' if scratch else ''}; "
+        f"pytest {' '.join(args.paths)} {' '.join(args.pytest_args)}".rstrip(),
+        flush=True,
+    )
     results: list[tuple[Mutation, Outcome, set[str]]] = []
     try:
         baselines: dict[tuple[str, ...], Outcome] = {}
@@ -305,8 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             key = suite_args(m)
             if key not in baselines:
                 base = baselines[key] = run_suite(root, list(key), args.timeout)
-                print(f"baseline ({' '.join(key)}): {len(base.passed)} passed, {len(base.red)} red, {base.seconds:.0f} s"
-                      + "".join(f"\n  already red: {t}" for t in sorted(base.red)), flush=True)
+                print(
+                    f"baseline ({' '.join(key)}): {len(base.passed)} passed, {len(base.red)} red, {base.seconds:.0f} s"
+                    + "".join(f"\n  already red: {t}" for t in sorted(base.red)),
+                    flush=True,
+                )
                 if not base.passed:
                     print(f"mutation_check: the baseline suite ran no test:\n{base.tail}", file=sys.stderr)
                     return 2
@@ -328,21 +360,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mutation_check: MUTATIONS LEFT IN PLACE: {leftovers}", file=sys.stderr)
         diff_after = git_diff_stat(files)
         if not scratch and diff_after != diff_before:
-            print(f"mutation_check: note: git diff --stat of {files} changed during the run (someone else edited them?):\n"
-                  f"before:\n{diff_before}after:\n{diff_after}", file=sys.stderr)
+            print(
+                f"mutation_check: note: git diff --stat of {files} changed during the run (someone else edited them?):\n"
+                f"before:\n{diff_before}after:\n{diff_after}",
+                file=sys.stderr,
+            )
 
     print("\n" + "=" * 100)
     print(f"{'mutation':30} {'file':36} {'red':>4}  tests that turned red")
     print("-" * 100)
     survived = []
-    for m, outcome, turned in results:
+    for m, _outcome, turned in results:
         names = sorted(turned)
         shown = ", ".join(n.split("::")[-1] for n in names[:6]) + (f", ... (+{len(names) - 6})" if len(names) > 6 else "")
         print(f"{m.id:30} {m.file:36} {len(turned):4}  {shown or 'SURVIVED: no test noticed'}")
         if not turned:
             survived.append(m.id)
     print("-" * 100)
-    print(f"{len(results) - len(survived)}/{len(results)} mutations caught" + (f"; survived: {', '.join(survived)}" if survived else ""))
+    print(
+        f"{len(results) - len(survived)}/{len(results)} mutations caught"
+        + (f"; survived: {', '.join(survived)}" if survived else "")
+    )
     print("\nper mutation, every red test:")
     for m, _, turned in results:
         print(f"  {m.id} ({m.description}):")

@@ -5,6 +5,10 @@ writes metrics/models/ecapa.json (val EER; test EER, minDCF, accuracy, F1; run i
 resumable checkpoint per trial under checkpoints/ecapa/ (a DVC ``persist`` out, so a killed
 ``dvc repro`` continues where it stopped).  Runs go to ``tracking.uri`` ($MLFLOW_TRACKING_URI
 wins): experiment voiceid/<dataset>/logmel, final run tagged family=ecapa.
+
+Across processes: ``torchrun --nproc_per_node N stages/ecapa.py`` trains every trial with
+DistributedDataParallel (gloo on CPU, NCCL on GPUs); rank 0 alone writes checkpoints, MLflow
+runs and the metrics file (voiceid/ecapa/distributed.py).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from voiceid import tracking
     from voiceid.config import ConfigError, load_section
+    from voiceid.ecapa import distributed
     from voiceid.ecapa.data import split_logmel
     from voiceid.ecapa.params import EcapaError, EcapaParams
     from voiceid.ecapa.tune import run_ecapa
@@ -47,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, EcapaError, ValueError, OSError) as exc:
         print(f"ecapa: {exc}", file=sys.stderr)
         return 2
+    ctx = distributed.init_from_env(params.device)  # under torchrun: join the process group (no-op otherwise)
     if params.threads > 0:
-        torch.set_num_threads(params.threads)
+        torch.set_num_threads(max(1, params.threads // ctx.local_world))  # the machine's threads, shared by its ranks
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     uri = tracking.configure(tracking_params.uri)
 
@@ -57,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     except EcapaError as exc:
         print(f"ecapa: {exc}", file=sys.stderr)
         return 1
+    finally:
+        distributed.shutdown()
+    if result is None:  # a rank other than 0: rank 0 logs and writes the metrics
+        return 0
     summary = {**result.summary(), "stage_seconds": round(time.perf_counter() - start, 1)}
     out = Path(args.metrics)
     out.parent.mkdir(parents=True, exist_ok=True)

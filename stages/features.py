@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default="data/features/cache")
     parser.add_argument("--metrics", default="metrics/features.json")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="compute only shard I of N (files assigned by content hash) into --cache-dir; no tables or metrics. "
+        "Run every shard (on any machines sharing the cache), then once without --shard to write the tables",
+    )
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -32,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from voiceid.features.extract import (
         ManifestError,
         extract_features,
+        in_shard,
+        parse_shard,
         write_rejects,
         write_tables,
     )
@@ -42,10 +50,19 @@ def main(argv: list[str] | None = None) -> int:
         check_params(args.params, "features")  # rules tying "features" to the other sections
         params = load_section(FeatureParams, "features", args.params)
         manifest = pd.read_parquet(args.manifest)
+        shard = parse_shard(args.shard) if args.shard else None
+        if shard is not None:
+            manifest = manifest[in_shard(manifest, *shard)]
         result = extract_features(manifest, params, args.cache_dir, progress=not args.no_progress)
-    except (ConfigError, ManifestError, OSError, DvectorUnavailable) as exc:
+    except (ConfigError, ManifestError, OSError, DvectorUnavailable, ValueError) as exc:
         print(f"features: {exc}", file=sys.stderr)
         return 2
+    if shard is not None:  # the cache is the product; the full run assembles the tables from it
+        print(
+            f"features: shard {args.shard}: {len(manifest)} files, {result.n_computed} computed, {result.n_cached} "
+            f"from cache, {len(result.rejects)} rejected in {result.seconds:.1f} s; cache {args.cache_dir}"
+        )
+        return 0
 
     out_dir = Path(args.out_dir)
     write_tables(result, out_dir)

@@ -8,7 +8,9 @@ registered in ``sys.modules`` under a private name only while the stage runs (da
 and pickling look modules up there) and removed afterwards.  joblib's reusable worker pool
 is shut down before and after each stage: its processes keep the working directory they
 were started in, and stages resolve relative paths (the manifest's) in those workers; under
-``dvc repro`` every stage is a fresh process with fresh workers too.
+``dvc repro`` every stage is a fresh process with fresh workers too.  An MLflow run a stage
+leaves active is ended (FAILED) so it cannot leak into the next test; a stage that returns
+normally with a run still active is an error.
 
 Named ``stage_runner`` rather than ``stages``: with ``tests/`` on ``sys.path`` a
 ``tests/stages.py`` would shadow the repository's ``stages/`` folder.
@@ -58,6 +60,34 @@ def stop_workers() -> None:
     get_reusable_executor().shutdown(wait=True)
 
 
+def _active_mlflow_run_ids() -> list[str]:
+    if "mlflow" not in sys.modules:  # no stage has imported it: nothing can be active
+        return []
+    import mlflow
+
+    run = mlflow.active_run()
+    return [] if run is None else [run.info.run_id]
+
+
+def _end_runs_left_active(before: list[str]) -> list[str]:
+    """End the MLflow runs started and left active since ``before``; returns their ids."""
+    if "mlflow" not in sys.modules:
+        return []
+    import mlflow
+
+    leaked: list[str] = []
+    for _ in range(16):  # runs nest; bounded in case ending one fails and leaves it on the stack
+        run = mlflow.active_run()
+        if run is None or run.info.run_id in before:
+            break
+        leaked.append(run.info.run_id)
+        try:
+            mlflow.end_run("FAILED")
+        except Exception:  # its store is gone: nothing more to end cleanly
+            break
+    return leaked
+
+
 def run_stage(name: str, argv: Sequence[str]) -> int:
     """``stages/<name>.py``'s ``main(argv)``, loaded fresh; returns its exit code.
 
@@ -65,11 +95,19 @@ def run_stage(name: str, argv: Sequence[str]) -> int:
     ``python stages/<name>.py``.
     """
     stop_workers()  # workers started elsewhere sit in another working directory
+    active = _active_mlflow_run_ids()
     module = load_stage(name)
+    returned = False
     try:
-        return int(module.main([str(a) for a in argv]))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        try:
+            code = int(module.main([str(a) for a in argv]))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        returned = True
+        return code
     finally:
         sys.modules.pop(module.__name__, None)
         stop_workers()  # and this stage's workers sit in the caller's (often temporary) one
+        leaked = _end_runs_left_active(active)
+        if leaked and returned:
+            raise AssertionError(f"stage {name} returned with MLflow run(s) {leaked} still active (ended them as FAILED)")

@@ -56,8 +56,14 @@ def test_pytest_collects_the_doctests_of_every_module_with_examples(pytestconfig
     assert "voiceid" in pytestconfig.getini("testpaths")
     assert pytestconfig.getoption("doctestmodules"), "pyproject addopts lost --doctest-modules"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "voiceid"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "voiceid"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # items read "voiceid/scoring/verification.py::voiceid.scoring.verification.eer"
     collected = {module_name(REPO / line.split("::")[0]) for line in done.stdout.splitlines() if line.startswith("voiceid/")}

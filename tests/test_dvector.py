@@ -10,7 +10,6 @@ import csv
 import importlib.metadata
 import importlib.util
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import soxr
 import yaml
 from conftest import REPO
+from stage_runner import run_stage
 
 from voiceid.config import ConfigError, from_mapping
 from voiceid.data.audio import content_hash, load_audio
@@ -138,16 +138,7 @@ def test_parallel_workers_give_the_serial_vectors(tmp_path: Path) -> None:
     assert len(list((tmp_path / "cache" / "dvector").rglob("*.npy"))) == 4
 
 
-def load_stage_main() -> Callable[[list[str]], int]:
-    spec = importlib.util.spec_from_file_location("stage_features", REPO / "stages" / "features.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def test_stage_writes_dvector_table_and_rejects_a_corrupt_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    main = load_stage_main()
     files = real_files(2, 2)
     manifest = manifest_for(files)
     corrupt = tmp_path / "audio" / "spkX" / "broken.flac"
@@ -162,7 +153,7 @@ def test_stage_writes_dvector_table_and_rejects_a_corrupt_file(tmp_path: Path, m
     assert "dvector" in params["features"]["sets"] and "dvector" in params["grid"]["feature_sets"]
     params["features"]["n_jobs"] = 1  # every set of the repo's params, serially (no worker start-up)
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    assert main(["--no-progress"]) == 0
+    assert run_stage("features", ["--no-progress"]) == 0
 
     meta, X = read_feature_table("data/features/dvector.parquet")
     assert meta.utt_id.tolist() == ["u000", "u001", "u002", "u003"]  # the corrupt file is dropped
@@ -176,7 +167,7 @@ def test_stage_writes_dvector_table_and_rejects_a_corrupt_file(tmp_path: Path, m
     metrics = json.loads(Path("metrics/features.json").read_text())
     assert metrics["dims"]["dvector"] == 256 and metrics["rejected"] == 1
 
-    assert main(["--no-progress"]) == 0  # re-run: the kept files come from the cache, same vectors
+    assert run_stage("features", ["--no-progress"]) == 0  # re-run: the kept files come from the cache, same vectors
     assert json.loads(Path("metrics/features.json").read_text())["cached"] == 4
     np.testing.assert_array_equal(read_feature_table("data/features/dvector.parquet")[1], X)
 

@@ -157,13 +157,25 @@ def _show_columns(driver, names: list[str]) -> None:  # noqa: ANN001
     driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
 
 
-def test_mlflow_ui_lists_runs_of_each_family(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def server(pipeline_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One ``mlflow server`` over the pipeline run's store for this module's tests (each opens its own browser)."""
+    with mlflow_server(pipeline_run.uri, tmp_path_factory.mktemp("mlflow-ui")) as url:
+        yield url
+
+
+RUN_NAME = "attributes.`Run Name`"
+DATASET = "attributes.`Dataset`"
+
+
+def test_mlflow_ui_lists_runs_of_each_family(pipeline_run: PipelineRun, server: str, tmp_path: Path) -> None:
     run = pipeline_run
     grid_experiments = [run.experiment(fs) for fs in run.feature_sets]
     ecapa_experiment = run.experiment("logmel")
-    run_name = "attributes.`Run Name`"
+    run_name = RUN_NAME
 
-    with mlflow_server(run.uri, tmp_path) as url, chromium(tmp_path / "chrome-profile") as driver:
+    with chromium(tmp_path / "chrome-profile") as driver:
+        url = server
         ids = {name: _experiment_id(url, name) for name in (*grid_experiments, ecapa_experiment)}
         # Each experiment's own page (MLflow 3 opens experiments in the GenAI view unless told).
         pages = [(e, run.grid_families) for e in grid_experiments] + [(ecapa_experiment, ("ecapa",))]
@@ -190,3 +202,78 @@ def test_mlflow_ui_lists_runs_of_each_family(pipeline_run: PipelineRun, tmp_path
         assert driver.save_screenshot(str(shot))
     assert shot.stat().st_size > 20_000
     print(f"\nMLflow UI screenshot: {shot}")
+
+
+def _shot(driver, path: Path, what: str) -> None:  # noqa: ANN001
+    assert driver.save_screenshot(str(path)) and path.stat().st_size > 20_000, path
+    print(f"\nMLflow UI screenshot ({what}): {path}")
+
+
+def test_mlflow_ui_opens_experiments_on_training_runs_with_their_dataset(
+    pipeline_run: PipelineRun, server: str, tmp_path: Path
+) -> None:
+    """The experiment link ``voiceid report`` prints opens on the training-runs table (no toggle clicked): the
+    final runs are listed and their Dataset cell names the prepared manifest with its digest and context.
+
+    MLflow 3.17 derives an experiment's view from the browser's GenAI / Model training choice (default
+    GenAI), not from the ``mlflow.experimentKind`` tag voiceid sets; once "Model training" is chosen
+    (here: on the experiments list, never on an experiment page) plain experiment URLs open on the runs.
+    """
+    from voiceid import tracking
+    from voiceid.analysis.summary import ML_VIEW
+    from voiceid.tracking.datasets import DIGEST_CHARS, MANIFEST_DATASET
+
+    run = pipeline_run
+    digest = tracking.data_hash(run.root / "data" / "prepared" / "manifest.parquet")[:DIGEST_CHARS]
+    grid_experiment, other = run.experiment(run.feature_sets[0]), run.experiment("logmel")
+    ids = {name: _experiment_id(server, name) for name in (grid_experiment, other)}
+
+    with chromium(tmp_path / "chrome-profile") as driver:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver.get(f"{server}/#/experiments/{ids[grid_experiment]}/runs?{ML_VIEW}")
+        _wait_for_names(driver, RUN_NAME, {f"{f}-final" for f in run.grid_families}, f"training runs of {grid_experiment}")
+        datasets = _wait_for_names(driver, DATASET, {f"{MANIFEST_DATASET} ({digest})"}, "Dataset column")
+        # every run with a dataset (the final runs; study runs show "-") names the manifest, context Training
+        assert datasets - {"-", ""} == {f"{MANIFEST_DATASET} ({digest})\nTraining"}, datasets
+        _shot(driver, tmp_path / "mlflow_ui_training_runs.png", f"{grid_experiment} training runs with their dataset")
+
+        driver.get(f"{server}/#/experiments/{ids[other]}")  # a browser that never chose: MLflow's default
+        WebDriverWait(driver, WAIT_S).until(lambda d: "workflowType=" in d.current_url)
+        print(f"\nplain experiment URL in a fresh browser lands on {driver.current_url.split('#', 1)[1]}")
+        driver.get(f"{server}/#/experiments")
+        WebDriverWait(driver, WAIT_S).until(lambda d: d.find_elements(By.XPATH, "//*[normalize-space(text())='Model training']"))
+        driver.find_element(By.XPATH, "//*[normalize-space(text())='Model training']").click()
+        driver.get(f"{server}/#/experiments/{ids[other]}")
+        _wait_for_names(driver, RUN_NAME, {"ecapa-final"}, f"plain URL of {other} after choosing Model training once")
+        assert "/runs" in driver.current_url, driver.current_url
+        _shot(driver, tmp_path / "mlflow_ui_plain_url_after_choice.png", f"{other} from its plain URL")
+
+
+def test_mlflow_ui_registered_model_shows_champion(pipeline_run: PipelineRun, server: str, tmp_path: Path) -> None:
+    """The registry page lists the champion version with its ``champion`` alias; the version page shows its description."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    champion = pipeline_run.selection["champion"]
+    name, version = champion["registered_model"], champion["version"]
+    alias = "[data-component-id*='aliastag'][title='champion']"
+    with chromium(tmp_path / "chrome-profile") as driver:
+        driver.get(f"{server}/#/models/{name}")
+        try:
+            WebDriverWait(driver, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, alias))
+        except TimeoutException:
+            pytest.fail(f"registered model {name}: no 'champion' alias shown after {WAIT_S} s")
+        assert f"Version {version}" in driver.find_element(By.TAG_NAME, "body").text
+        _shot(driver, tmp_path / "mlflow_ui_registered_model.png", f"registered model {name} with alias champion")
+
+        driver.get(f"{server}/#/models/{name}/versions/{version}")
+        wanted = f"voiceid champion: {champion['family']} on feature set"
+        try:
+            WebDriverWait(driver, WAIT_S).until(lambda d: wanted in d.find_element(By.TAG_NAME, "body").text)
+        except TimeoutException:
+            pytest.fail(f"version page of {name} v{version}: description {wanted!r} not shown after {WAIT_S} s")
+        assert driver.find_elements(By.CSS_SELECTOR, alias)
+        _shot(driver, tmp_path / "mlflow_ui_champion_version.png", f"{name} v{version}: description, tags, alias")

@@ -55,9 +55,12 @@ def test_notebook_executes_and_draws_figures(
         assert f">{family}<" in html, f"final-run table lacks {family}"
     for feature_set in (*run.feature_sets, "logmel"):
         assert f">{feature_set}<" in html, f"final-run table lacks feature set {feature_set}"
-    # the open-set table lists every candidate the params configure (cosine and ecapa included),
-    # whatever the run's own selection.json says
+    # The open-set table (its own cell's output: the final-run table above names ecapa anyway) lists
+    # every candidate the params configure, cosine and ecapa included, whatever selection.json says.
+    (openset_cell,) = [c for c in nb.cells if c.cell_type == "code" and "openset_table(" in c.source]
+    openset_html = "\n".join(o["data"].get("text/html", "") for o in openset_cell.outputs if "data" in o)
+    assert "<table" in openset_html
     for family in sorted(configured_candidates(run.root / "params.yaml")):
-        assert f">{family}<" in html, f"open-set table lacks {family}"
+        assert f">{family}<" in openset_html, f"open-set table lacks {family}"
     text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert f"in {run.uri}" in text

@@ -184,10 +184,13 @@ def test_fusion_competes_fitted_on_val_and_serves_from_audio_features() -> None:
     assert fusion.source.feature_set == "mfcc60+mfcc60" and fusion.calibration["of"] == "logreg+cosine"
     w = fusion.calibration["identify_weights"]
     assert w[0] > 0 and w[1] > 0  # both systems carry evidence on separable speakers
-    # the detection score is a probability of a right answer, fitted on val: calibrated in the large there
+    # the detection score is a probability of a right answer: roughly calibrated in the large on val
     right = fusion.val.correct
-    assert np.mean(fusion.val.score) == pytest.approx(right.mean(), abs=0.02)
+    assert np.mean(fusion.val.score) == pytest.approx(right.mean(), abs=0.1)  # cross-fitted: out of fold
     assert "fusion" in result.test_reports and "fusion" in result.test_vs_champion
+    # the val scores thresholds and the champion choice see are out of fold, not the deployed weights' own fit
+    inputs, *_ = bank.without_test().probes(fusion.source.feature_set, "val")
+    assert not np.allclose(fusion.scorer.score_inputs(inputs).score, fusion.val.score)
     # refitting the fusion with test rows present is refused
     from voiceid.select.candidates import build_fusion
 

@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import team_servers
 import yaml
 from conftest import REPO
 from pipeline_run import PipelineRun
-
-import team_servers
 
 N_TRIALS = 8
 FEATURE_SETS = ("mfcc60", "seed498")

@@ -152,3 +152,25 @@ def test_pytorch_flavour_round_trips(store: str) -> None:
     loaded = tracking.load_model(record.model_uri, "pytorch")
     with torch.no_grad():
         np.testing.assert_allclose(loaded(torch.from_numpy(x)).numpy(), net(torch.from_numpy(x)).numpy())
+
+
+def test_experiments_are_model_training_and_final_runs_name_their_manifest(store: str, tmp_path: Path) -> None:
+    client = _client()
+    old = client.create_experiment("voiceid/test/older")  # made by a voiceid before the kind tag
+    mine = client.create_experiment("voiceid/test/chosen", tags={"mlflow.experimentKind": "genai_development"})
+    tracking.set_experiment("voiceid/test/older")
+    tracking.set_experiment("voiceid/test/chosen")
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(mine).tags["mlflow.experimentKind"] == "genai_development"  # a kind set is kept
+
+    manifest = _manifest(tmp_path / "manifest.parquet", [("u1", "s1", "enrolled", "train", "h1")])
+    digest = tracking.data_hash(manifest)  # remembers which file it hashed
+    run_id = tracking.log_final_run("voiceid/test/kind", "svc-final", params={}, metrics={},
+                                    tags={"family": "svc", "data_hash": digest})
+    assert client.get_experiment_by_name("voiceid/test/kind").tags["mlflow.experimentKind"] == "custom_model_development"
+    (inp,) = client.get_run(run_id).inputs.dataset_inputs
+    assert (inp.dataset.name, inp.dataset.digest) == ("manifest", digest[:12])
+    assert json.loads(inp.dataset.source)["uri"] == str(manifest.resolve())
+    assert {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "training"}
+    unknown = tracking.log_final_run("voiceid/test/kind", "knn-final", params={}, metrics={}, tags={"data_hash": "f" * 64})
+    assert not client.get_run(unknown).inputs.dataset_inputs  # a hash this process never computed: no input

@@ -224,8 +224,14 @@ def wait_idle(study: optuna.Study, poll_s: float = 0.5, max_wait_s: float = 3600
         if time.monotonic() > deadline:
             log.warning("study %s: trials still running after %.0f s; going on", study.study_name, max_wait_s)
             return
-        optuna.storages.fail_stale_trials(study)
+        _fail_stale(study)
         time.sleep(poll_s)
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def _running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -278,6 +284,14 @@ def trial_logger(
         )
 
     return log
+
+
+def log_unlogged(study: optuna.Study, logger: Callable[[optuna.Study, optuna.trial.FrozenTrial], None]) -> None:
+    """Log finished trials nobody has claimed: finished before a crash, by a worker that died before logging."""
+    claimed = study.user_attrs
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state.is_finished() and f"{ATTR}/trial/{trial.number}" not in claimed:
+            logger(study, trial)
 
 
 _BUDGET_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -356,7 +370,7 @@ def _gated(objective: Callable[[optuna.Trial], float], study: optuna.Study, n_tr
             if counted >= n_trials:
                 trial.set_user_attr("surplus", "the study's budget was filled by other workers; nothing run")
                 raise _Surplus(f"trial {trial.number}: the budget of {n_trials} trials was filled by other workers")
-            optuna.storages.fail_stale_trials(study)
+            _fail_stale(study)
             time.sleep(0.5)
 
     return run

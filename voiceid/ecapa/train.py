@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from voiceid.atomic import atomic_write
+from voiceid.ecapa import distributed
 from voiceid.ecapa.augment import AugmentConfig, augment, random_crop
 from voiceid.ecapa.model import ECAPATDNN, EcapaConfig
 
@@ -90,6 +91,7 @@ class TrainResult:
     best_val_eer: float | None
     stopped_early: bool
     resumed_at_epoch: int  # epochs already done when this call started (0: fresh run)
+    step_losses: list[float] = field(default_factory=list)  # the whole batch's loss at every step, all epochs
 
 
 class AAMSoftmax(nn.Module):
@@ -197,6 +199,17 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
+class _Net(nn.Module):
+    """Embedder + AAM head as one module, so DistributedDataParallel syncs both."""
+
+    def __init__(self, model: ECAPATDNN, head: AAMSoftmax) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.model(x), target)
+
+
 def train_embedder(
     feats: Sequence[np.ndarray],
     labels: Sequence[int],
@@ -213,6 +226,12 @@ def train_embedder(
     ``validate(model)`` returns a validation EER (lower is better) for early stopping.
     ``on_epoch(record)`` sees each epoch's record (also replayed for epochs restored from a
     checkpoint); it may raise (``optuna.TrialPruned``) to stop -- the checkpoint is written first.
+
+    Under torchrun (:mod:`voiceid.ecapa.distributed`) every rank draws the same batch and trains
+    on its share of it with DistributedDataParallel (each share's loss weighted by its size, so
+    the averaged gradient is the whole batch's); rank 0 validates, broadcasting the EER, and
+    writes the checkpoint. On CUDA batch norm is synchronised (SyncBatchNorm); on CPU, where
+    PyTorch has no SyncBatchNorm, each rank normalises with its share's statistics.
     """
     config.check()
     model_config.check()
@@ -223,12 +242,23 @@ def train_embedder(
     if n_classes < 2 or y.min() < 0:
         raise ValueError(f"labels must be 0..n_classes-1 with at least 2 classes, found {sorted(set(y.tolist()))}")
     device = device or pick_device()
+    ctx = distributed.current()
+    if ctx.distributed and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     path = Path(checkpoint) if checkpoint is not None else None
     key = fingerprint(model_config, config, feats, labels)
 
     seed_everything(config.seed)
     model = ECAPATDNN(model_config).to(device)
     head = AAMSoftmax(model_config.embedding_dim, n_classes, config.margin, config.scale).to(device)
+    net: nn.Module = _Net(model, head)
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state-dict keys as BatchNorm1d
+            net = _Net(model, head)
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     sched = _scheduler(opt, config)
     st: dict[str, Any] = {
@@ -239,14 +269,15 @@ def train_embedder(
         "bad_epochs": 0,
         "best_state": None,
         "done": False,
+        "step_losses": [],
     }
-    saved = _load_checkpoint(path, key)
+    saved = distributed.broadcast(_load_checkpoint(path, key) if ctx.is_main else None)  # rank 0's file
     if saved is not None:
         model.load_state_dict(saved["model"])
         head.load_state_dict(saved["head"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        st.update({k: saved[k] for k in st})
+        st.update({k: saved.get(k, st[k]) for k in st})
         log.info("%s: resuming after epoch %d", path, st["epoch"])
     resumed_at = st["epoch"]
     for record in st["history"]:
@@ -263,15 +294,25 @@ def train_embedder(
             head.margin = config.margin * _ramp(step, config)
             idx = rng.integers(0, len(feats), config.batch_size)
             batch = np.stack([random_crop(feats[i], config.crop_frames, rng) for i in idx])  # (B, T, F)
-            x = torch.from_numpy(augment(batch, config.augment, rng)).to(device)
-            target = torch.from_numpy(y[idx]).to(device)
-            loss, logits = head(model(x), target)
+            batch = augment(batch, config.augment, rng)  # every rank draws the whole batch: same RNG stream
+            part = distributed.shard(config.batch_size, ctx)
+            x = torch.from_numpy(batch[part]).to(device)
+            target = torch.from_numpy(y[idx][part]).to(device)
+            loss, logits = net(x, target)
+            share = len(target) / config.batch_size
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * (share * ctx.world)).backward()  # DDP averages over ranks: the whole batch's mean gradient
             opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
-            hits += int((logits.argmax(dim=1) == target).sum())
+            step_hits = int((logits.argmax(dim=1) == target).sum())
+            if ctx.distributed:
+                step_loss, step_hits_f = distributed.all_sum([float(loss.detach()) * share, float(step_hits)])
+                step_hits = int(round(step_hits_f))
+            else:
+                step_loss = float(loss.detach())
+            losses.append(step_loss)
+            st["step_losses"].append(step_loss)
+            hits += step_hits
         record = {
             "epoch": float(epoch),
             "loss": float(np.mean(losses)),
@@ -281,8 +322,7 @@ def train_embedder(
         improved = True
         if validate is not None:
             model.eval()
-            with torch.no_grad():
-                record["val_eer"] = float(validate(model))
+            record["val_eer"] = _validate_on_main(validate, model, ctx)
             improved = st["best_val"] is None or record["val_eer"] < st["best_val"]
             if improved:
                 st["best_val"] = record["val_eer"]
@@ -293,7 +333,7 @@ def train_embedder(
         st["epoch"] = epoch
         st["history"].append(record)
         st["done"] = epoch >= config.epochs or st["bad_epochs"] >= config.patience
-        if path is not None:
+        if path is not None and ctx.is_main:
             _save_atomic(
                 {
                     **st,
@@ -318,4 +358,24 @@ def train_embedder(
         best_val_eer=st["best_val"],
         stopped_early=st["epoch"] < config.epochs,
         resumed_at_epoch=resumed_at,
+        step_losses=list(st["step_losses"]),
     )
+
+
+def _validate_on_main(validate: Callable[[ECAPATDNN], float], model: ECAPATDNN, ctx: distributed.Context) -> float:
+    """``validate(model)`` on rank 0, the same float (or the same error) on every rank."""
+    value: float | None = None
+    error = ""
+    if ctx.is_main:
+        try:
+            with torch.no_grad():
+                value = float(validate(model))
+        except Exception as exc:
+            if not ctx.distributed:
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+    value, error = distributed.broadcast((value, error))
+    if error:
+        raise RuntimeError(f"validation failed on rank 0: {error}")
+    assert value is not None
+    return value

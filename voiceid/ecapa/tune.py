@@ -37,6 +37,7 @@ import optuna
 
 from voiceid import tracking
 from voiceid.config import as_dict
+from voiceid.ecapa import distributed
 from voiceid.ecapa.data import EcapaData
 from voiceid.ecapa.embed import embed
 from voiceid.ecapa.evaluate import (
@@ -142,9 +143,15 @@ def run_ecapa(
     params: EcapaParams,
     base_tags: Mapping[str, str],
     checkpoint_dir: str | Path,
-) -> EcapaResult:
-    """Tune, pick the best trial, score val and test, log the final run; see the module doc."""
+) -> EcapaResult | None:
+    """Tune, pick the best trial, score val and test, log the final run; see the module doc.
+
+    Under torchrun every rank runs the same seeded study (its trials train with DDP, see
+    :func:`~voiceid.ecapa.train.train_embedder`); only rank 0 logs to MLflow, evaluates the
+    best model and returns the result, the other ranks return None.
+    """
     device = pick_device(params.device)
+    ctx = distributed.current()
     fit = data.training(params.train_speakers)  # enrolled speakers are only enrolled unless train_speakers says so
     space, train_labels = params.search, _label_codes(fit.speakers)
     settings = {k: v for k, v in as_dict(params).items() if k not in ("device", "threads")}  # results do not depend on them
@@ -160,6 +167,7 @@ def run_ecapa(
         "dataset": params.dataset_name,
         "study_name": sname,
         "device": device.type,
+        "world_size": str(ctx.world),
     }
     val_eval, results = Evaluator(data, "val", params), {}
 
@@ -212,6 +220,9 @@ def run_ecapa(
         ),
     )
     study.enqueue_trial({"lr": params.train.lr, "margin": params.train.margin, "channels": params.model.channels})
+    if not ctx.is_main:  # trains its share of every trial (same proposals: same seed, same broadcast EERs)
+        study.optimize(objective, n_trials=space.n_trials, catch=(Exception,))
+        return None
     with tracking.start_study_run(experiment, sname, tags, params={f"ecapa.{k}": v for k, v in as_dict(params).items()}) as srun:
         log_trial = trial_logger(srun, tags)
 

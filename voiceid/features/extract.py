@@ -157,6 +157,35 @@ class ManifestError(ValueError):
     """The manifest handed to the stage is unusable as a whole (not one bad file)."""
 
 
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; ValueError otherwise.
+
+    >>> parse_shard("1/4")
+    (1, 4)
+    """
+    try:
+        index, count = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must be i/n (e.g. 0/4), found {spec!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard i/n needs 0 <= i < n, found {spec!r}")
+    return index, count
+
+
+def in_shard(manifest: pd.DataFrame, index: int, count: int) -> pd.Series:
+    """Rows of shard ``index`` of ``count``: assigned by content hash, so every machine given the
+    same manifest splits it the same way and duplicate audio lands in one shard.
+
+    >>> rows = pd.DataFrame({"content_hash": ["00" * 32, "01" + "00" * 31, "ff" * 32]})
+    >>> [in_shard(rows, i, 2).tolist() for i in (0, 1)]
+    [[False, True, True], [True, False, False]]
+    """
+    if "content_hash" not in manifest.columns:
+        raise ManifestError("manifest lacks column content_hash (needed to shard it)")
+    digest = manifest["content_hash"].astype(str).map(lambda h: int(hashlib.sha256(h.encode()).hexdigest()[:8], 16))
+    return (digest % count) == index
+
+
 def check_manifest(manifest: pd.DataFrame) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
     if missing:

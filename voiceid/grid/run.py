@@ -39,6 +39,7 @@ from voiceid.study import (
     best_params,
     finalise_once,
     join,
+    log_unlogged,
     open_study,
     optimize,
     seed_sampler,
@@ -136,18 +137,12 @@ def _run_family(name: str, data: GridData, params: GridParams, base_tags: Mappin
 
     with tracking.start_study_run(experiment, sname, tags, run_id=parent) as srun:
         logger = trial_logger(srun, tags, once=True)
-
-        def log_unlogged() -> None:  # finished by a worker that died before logging them
-            for trial in study.get_trials(deepcopy=False):
-                if trial.state.is_finished():
-                    logger(study, trial)
-
-        log_unlogged()
+        log_unlogged(study, logger)  # finished before a crash, never logged
         optimize(study, objective, n_trials=params.n_trials, timeout_s=params.timeout_s, defaults=defaults, callbacks=[logger])
         wait_idle(study)
 
     def refit() -> str:  # by one worker per round; the study run is no longer the active run
-        log_unlogged()
+        log_unlogged(study, logger)
         hp = best_params(study, space)
         best, counts = study.best_trial, trial_counts(study)
         tracking.annotate_run(srun.run_id, tags={"best_trial": best.number}, metrics={"best_objective": best.value, **counts})

@@ -158,15 +158,32 @@ def build_candidate(source: Source, model: Any, bank: FeatureBank, params: Selec
     return Candidate(source, scorer, calibration, val, thresholds, val_report)
 
 
+def _fit_fusion(lo: np.ndarray, es: np.ndarray, speakers: np.ndarray, known: np.ndarray, names: np.ndarray) -> tuple[Any, Any]:
+    """(identify, detect) weights from val trials: who (every probe-speaker pair), whether (the chosen speaker)."""
+    from sklearn.linear_model import LogisticRegression
+
+    target = speakers[:, None] == names[None, :]
+    who = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([lo.ravel(), es.ravel()]), target.ravel().astype(int))
+    identify = np.r_[who.coef_[0], who.intercept_]
+    best = (identify[0] * lo + identify[1] * es + identify[2]).argmax(axis=1)
+    rows = np.arange(len(best))
+    right = known & (names[best] == speakers)
+    if right.all() or not right.any():
+        raise ValueError("every val answer is right (or none is): nothing to learn a detection score from")
+    whether = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([lo[rows, best], es[rows, best]]), right.astype(int))
+    return identify, np.r_[whether.coef_[0], whether.intercept_]
+
+
 def build_fusion(classifier: Candidate, embedding: Candidate, bank: FeatureBank, params: SelectParams) -> Candidate:
     """Logistic fusion of a classifier and an embedding candidate, fitted on val (:mod:`voiceid.serve.fusion`).
 
     *Who*: trials of every val probe (enrolled val + val-unknown) against every enrolled
     speaker, target "this is the probe's speaker".  *Whether*: the probe's top speaker, target
-    "the answer is right".  ``bank`` must hold no test rows.
+    "the answer is right".  Like classifier calibration, it is cross-fitted: the val scores
+    that thresholds and the champion choice see come from weights fitted on the other folds
+    (5, by speaker), so the fusion is not judged on the data it was fitted on; the deployed
+    weights are fitted on all val probes.  ``bank`` must hold no test rows.
     """
-    from sklearn.linear_model import LogisticRegression
-
     from voiceid.serve.fusion import FusionScorer
 
     if any((meta["split"] == "test").any() for meta, _ in bank.tables.values()):
@@ -174,22 +191,26 @@ def build_fusion(classifier: Candidate, embedding: Candidate, bank: FeatureBank,
     sets = f"{classifier.source.feature_set}+{embedding.source.feature_set}"
     inputs, speakers, known, ids = bank.probes(sets, "val")
     scorer = FusionScorer(classifier.scorer, embedding.scorer, [1.0, 1.0, 0.0], [1.0, 1.0, 0.0])  # type: ignore[arg-type]
+    names = np.asarray(scorer.speakers)
     lo, es = scorer.pair_scores(inputs)
-    target = speakers[:, None] == np.asarray(scorer.speakers)[None, :]
-    who = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([lo.ravel(), es.ravel()]), target.ravel().astype(int))
-    scorer.identify = np.r_[who.coef_[0], who.intercept_]
-    best = (scorer.identify[0] * lo + scorer.identify[1] * es + scorer.identify[2]).argmax(axis=1)
-    rows = np.arange(len(best))
-    right = known & (np.asarray(scorer.speakers)[best] == speakers)
-    if right.all() or not right.any():
-        raise ValueError("every val answer is right (or none is): nothing to learn a detection score from")
-    whether = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([lo[rows, best], es[rows, best]]), right.astype(int))
-    scorer.detect = np.r_[whether.coef_[0], whether.intercept_]
-    out = scorer.score_pairs(lo, es)
-    val = Probes(speakers, out.pred, out.score, known, ids)
+    # folds by speaker for unknown probes (a stranger's clips stay together), by probe for enrolled ones
+    rng = np.random.default_rng(params.seed)
+    unknown_spk = np.unique(speakers[~known])
+    spk_fold = dict(zip(unknown_spk, rng.permutation(len(unknown_spk)) % 5, strict=True))
+    fold = np.where(known, rng.permutation(len(known)) % 5, [spk_fold.get(s, 0) for s in speakers])
+    oof_pred, oof_score = np.empty(len(known), dtype=object), np.empty(len(known))
+    for k in range(5):
+        held = fold == k
+        if not held.any():
+            continue
+        scorer.identify, scorer.detect = _fit_fusion(lo[~held], es[~held], speakers[~held], known[~held], names)
+        out = scorer.score_pairs(lo[held], es[held])
+        oof_pred[held], oof_score[held] = out.pred, out.score
+    scorer.identify, scorer.detect = _fit_fusion(lo, es, speakers, known, names)  # deployed: all val probes
+    val = Probes(speakers, oof_pred.astype(str), oof_score, known, ids)
     source = Source("fusion", "fusion", sets, None, None, None, None)
     calibration = {
-        "method": "logistic",
+        "method": "logistic, cross-fitted (5 folds)",
         "identify_weights": [round(float(x), 6) for x in scorer.identify],
         "detect_weights": [round(float(x), 6) for x in scorer.detect],
         "of": f"{classifier.family}+{embedding.family}",

@@ -40,9 +40,10 @@ class SelectParams:
     target_fpr: float = 0.05
     threshold_rule: Literal["fbeta", "fpr", "eer"] = "fpr"
     champion_metric: ChampionMetric = "dir_far_1"
-    # fewer val-unknown probes than this cannot estimate a 1% FAR: the champion is then chosen
-    # by fallback_metric instead, and the report says so
-    min_unknown_probes: int = 100
+    # fewer val-unknown probes than this cannot estimate a 1% FAR (300: three false accepts at
+    # FAR 1%, a single loud stranger otherwise decides); the champion is then chosen by
+    # fallback_metric instead, and the report says so
+    min_unknown_probes: int = 300
     fallback_metric: ChampionMetric = "eer"
     p_target: float = 0.01
     registered_model: str = "voiceid"

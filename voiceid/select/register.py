@@ -45,6 +45,63 @@ def requirements_for(champion: Champion) -> list[str]:
     return tracking.pip_requirements(*dists)
 
 
+# Test figures copied onto the registered version (tags and description), each with its interval.
+VERSION_METRICS = {"accuracy": "accuracy", "eer": "EER", "dir_far_1": "DIR@FAR1%", "far": "FAR", "frr": "FRR"}
+
+
+def _fmt(x: Any) -> str:
+    return f"{float(x):.4g}"
+
+
+def version_tags(champion: Champion, summary: Mapping[str, Any], tags: Mapping[str, str]) -> dict[str, str]:
+    """Tags of the registered champion version: what it is, how it decides, how it scored, on what data and code."""
+    champ = summary["champion"]
+    metric = champ["champion_metric"]
+    source = summary["candidates"].get(champion.family, {})
+    out = {
+        "family": champion.family,
+        "feature_set": str(source.get("feature_set", "")),
+        "source_run_id": str(source.get("run_id", "")),
+        "threshold": f"{champion.threshold:.6g}",
+        "threshold_rule": champion.threshold_rule,
+        "champion_metric": metric,
+        f"val_{metric}": _fmt(champ[f"val_{metric}"]),
+    }
+    flat = flatten_intervals(champ["test"])
+    out.update({f"test_{k}": _fmt(flat[k]) for k in VERSION_METRICS if k in flat})
+    return {**out, **tags}
+
+
+def version_description(champion: Champion, summary: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    """Markdown the registry shows on the version page: family, features, threshold, val/test figures, data, code."""
+    champ, n = summary["champion"], summary.get("n_probes", {})
+    metric = champ["champion_metric"]
+    source = summary["candidates"].get(champion.family, {})
+    fs = source.get("feature_set") or "-"
+    run = f", from final run `{source['run_id']}`" if source.get("run_id") else ""
+    test = champ["test"]
+    figures = "; ".join(
+        f"{label} {_fmt(test[k]['value'])} [{_fmt(test[k]['lo'])}, {_fmt(test[k]['hi'])}]"
+        for k, label in VERSION_METRICS.items()
+        if k in test
+    )
+    emb = summary.get("embedding_model") or {}
+    lines = [
+        f"voiceid champion: **{champion.family}** on feature set `{fs}`{run}.",
+        "",
+        f"- Decides at threshold **{champion.threshold:.4g}** (rule `{champion.threshold_rule}`, fitted on val): "
+        "a probe scoring below it is `unknown`.",
+        f"- Chosen by val `{metric}` = {_fmt(champ[f'val_{metric}'])}: {champ.get('champion_metric_reason', '')}",
+        f"- Test ({n.get('test_enrolled', '?')} enrolled + {n.get('test_unknown', '?')} unknown probes, "
+        f"95% bootstrap intervals): {figures}.",
+        f"- Data: prepared manifest `data_hash` {tags.get('data_hash', 'unknown')}; code: git commit "
+        f"{tags.get('git_commit', 'unknown')}.",
+    ]
+    if emb:
+        lines.append(f"- New speakers are enrolled through its embedding model `{emb['family']}` (`voiceid enroll`).")
+    return "\n".join(lines)
+
+
 def register_champion(
     champion: Champion,
     params: SelectParams,
@@ -78,13 +135,8 @@ def register_champion(
         model_uri,
         params.registered_model,
         alias="champion",
-        tags={
-            "family": champion.family,
-            "threshold": f"{champion.threshold:.6g}",
-            "threshold_rule": champion.threshold_rule,
-            "select_run_id": run_id,
-            **tags,
-        },
+        tags={**version_tags(champion, summary, tags), "select_run_id": run_id},
+        description=version_description(champion, summary, tags),
     )
     return {
         "run_id": run_id,

@@ -311,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--min-duration", type=float, default=0.5, help="shorter recordings are unusable (s)")
     enroll.add_argument("--json", action="store_true", help="--list as JSON")
     enroll.set_defaults(run=cmd_enroll)
+
+    from voiceid.serve import demo  # `voiceid demo`: the web page (voiceid/serve/demo.py)
+
+    demo.register(sub, _common)
+
+    from voiceid.analysis import summary  # `voiceid report`: the selection at a glance (voiceid/analysis/summary.py)
+
+    summary.add_report_command(sub)
     return parser
 
 

@@ -3,19 +3,22 @@
 Layout of the tracking store (see README "Experiment tracking"):
 
 * one experiment per dataset/feature-set grid, named ``voiceid/<dataset>/<feature_set>``
-  (:func:`experiment_name`);
+  (:func:`experiment_name`), tagged ``mlflow.experimentKind=custom_model_development`` so the
+  MLflow UI opens it on its training runs (:func:`set_experiment`);
 * one *study* run per Optuna study (tag ``stage=study``), with one nested *trial* run per
   trial (tag ``stage=trial``, ``mlflow.parentRunId`` = the study run);
 * one *final* run per study (tag ``stage=final``): the best configuration refitted, with
   validation and test metrics, the model, a confusion-matrix figure and the tags
-  ``family``, ``feature_set``, ``git_commit``, ``data_hash``, ``seed``;
+  ``family``, ``feature_set``, ``git_commit``, ``data_hash``, ``seed``, and the prepared
+  manifest as its dataset input (:mod:`~voiceid.tracking.datasets`);
 * the select stage's run (tag ``stage=select``) holding the champion as a pyfunc model,
   registered as ``<name>@champion``.
 
 Modules: :mod:`~voiceid.tracking.config` (URI, telemetry, run identity),
 :mod:`~voiceid.tracking.runs` (writing study/trial/final runs),
 :mod:`~voiceid.tracking.models` (logging/loading models),
-:mod:`~voiceid.tracking.registry` (model registry), :mod:`~voiceid.tracking.query`
+:mod:`~voiceid.tracking.registry` (model registry), :mod:`~voiceid.tracking.datasets`
+(the manifest as a run's dataset input), :mod:`~voiceid.tracking.query`
 (finding runs), :mod:`~voiceid.tracking.pyfunc` (the champion's pyfunc class; imported
 on demand because it imports mlflow). Callers use the names re-exported here:
 ``from voiceid import tracking; tracking.search_best_run(...)``.
@@ -43,6 +46,7 @@ from voiceid.tracking.models import (
 from voiceid.tracking.query import (
     RunRecord,
     best_of,
+    experiment_ids,
     get_runs,
     load_run_json,
     runs_frame,
@@ -80,6 +84,7 @@ __all__ = [
     "configure",
     "create_study_run",
     "data_hash",
+    "experiment_ids",
     "experiment_name",
     "git_commit",
     "load_model",

@@ -9,6 +9,7 @@ because its telemetry client starts at import time and the import costs seconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from voiceid.tracking._common import scoped_env
+from voiceid.tracking.datasets import remember_manifest
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -60,9 +62,31 @@ def experiment_name(dataset: str, feature_set: str) -> str:
     return f"voiceid/{dataset}/{feature_set}"
 
 
+# MLflow 3's UI opens an experiment on the view its kind names: without this tag every voiceid
+# experiment opened on the GenAI "Overview" (traces) page; "custom_model_development" is the UI's
+# "Model training" kind, which opens on the training-runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def set_experiment(name: str) -> str:
-    """Create the experiment if needed, make it current, return its id."""
-    return import_mlflow().set_experiment(name).experiment_id
+    """Create the experiment if needed, make it current, return its id.
+
+    voiceid's experiments are model-training experiments (:data:`EXPERIMENT_KIND`); one
+    without a kind (made by an older voiceid) gets it, one with a kind keeps it.
+    """
+    mlflow = import_mlflow()
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        # another worker may create it meanwhile (team mode): then set_experiment below uses theirs
+        with contextlib.suppress(MlflowException):
+            client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    elif exp.lifecycle_stage == "active" and EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return str(mlflow.set_experiment(name).experiment_id)
 
 
 def git_commit(repo: str | Path = ".") -> str:
@@ -98,7 +122,9 @@ def data_hash(manifest_path: str | Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found (needed for the data_hash tag)")
     if path.suffix != ".parquet":
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        remember_manifest(digest, path)
+        return digest
     import pandas as pd
 
     frame = pd.read_parquet(path)
@@ -107,7 +133,9 @@ def data_hash(manifest_path: str | Path) -> str:
         raise ValueError(f"{path}: manifest lacks column(s) {', '.join(missing)}")
     rows = frame.loc[:, list(_MANIFEST_IDENTITY)].astype(str).sort_values("utt_id")
     text = rows.to_csv(index=False, lineterminator="\n")
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    remember_manifest(digest, path)  # runs tagged with this hash get the manifest as their dataset
+    return digest
 
 
 def pip_requirements(*distributions: str) -> list[str]:

@@ -12,6 +12,8 @@ schema and row count as its schema and profile (nothing is uploaded), and a cont
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,27 +35,39 @@ def manifest_path(data_hash: str) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-def manifest_dataset(mlflow: ModuleType, data_hash: str) -> Any | None:
+def manifest_dataset(data_hash: str) -> Any | None:
     """The MLflow dataset of the manifest hashed to ``data_hash``; None when this process did not hash it."""
     path = manifest_path(data_hash)
     if path is None:
         return None
+    from voiceid.tracking.config import import_mlflow
+
+    import_mlflow()  # telemetry off before mlflow's first import
+    mlflow_data = importlib.import_module("mlflow.data")
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        # MLflow registers two local-file source classes and warns that it picked one of them
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+        source = resolve_dataset_source(str(path))
     digest = data_hash[:DIGEST_CHARS]
     if path.suffix == ".parquet":
         import pandas as pd
 
-        import mlflow.data
-
-        return mlflow.data.from_pandas(pd.read_parquet(path), source=str(path), name=MANIFEST_DATASET, digest=digest)
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
-    return MetaDataset(resolve_dataset_source(str(path)), name=MANIFEST_DATASET, digest=digest)
+        with warnings.catch_warnings():
+            # its hint about integer columns and missing values concerns model inputs, not this record
+            warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column.*")
+            dataset = mlflow_data.from_pandas(pd.read_parquet(path), source=source, name=MANIFEST_DATASET, digest=digest)
+            _ = dataset.schema  # inferred (and cached) here, inside the filter
+        return dataset
+    # mlflow's stubs leave Dataset.profile abstract; MetaDataset works (its profile is None)
+    return MetaDataset(source, name=MANIFEST_DATASET, digest=digest)  # type: ignore[abstract]
 
 
 def log_manifest_input(mlflow: ModuleType, data_hash: str | None, context: str) -> bool:
     """Log the manifest as a dataset input of the active run; False when there is none to log."""
-    dataset = manifest_dataset(mlflow, data_hash) if data_hash else None
+    dataset = manifest_dataset(data_hash) if data_hash else None
     if dataset is None:
         return False
     mlflow.log_input(dataset, context=context)

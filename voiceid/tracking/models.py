@@ -23,6 +23,7 @@ from voiceid.tracking._common import (
     trusted_unpickling,
 )
 from voiceid.tracking.config import import_mlflow, pip_requirements, set_experiment
+from voiceid.tracking.datasets import log_manifest_input
 
 SKLEARN_REQUIREMENTS = ("scikit-learn", "numpy", "scipy", "cloudpickle", "pandas")
 PYTORCH_REQUIREMENTS = ("torch", "numpy")
@@ -200,6 +201,7 @@ def log_pyfunc_run(
     run_tags = {**str_tags(tags or {}), STAGE_TAG: "select"}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
         log_contents(mlflow, params, metrics, json_artifacts)
+        log_manifest_input(mlflow, run_tags.get("data_hash"), "evaluation")
         for path in files:
             mlflow.log_artifact(str(path))
         with warnings.catch_warnings():

@@ -51,6 +51,13 @@ def _experiments(client: Any, prefix: str) -> dict[str, str]:
     return {e.experiment_id: e.name for e in client.search_experiments(max_results=_MAX_RESULTS) if e.name.startswith(prefix)}
 
 
+def experiment_ids(prefix: str = "voiceid/") -> dict[str, str]:
+    """``{name: experiment_id}`` of every active experiment named ``prefix*``, oldest first (for UI links)."""
+    client = import_mlflow().MlflowClient()
+    found = _experiments(client, prefix)
+    return {name: eid for eid, name in sorted(found.items(), key=lambda kv: (len(kv[0]), kv[0]))}
+
+
 def _search(client: Any, names: Mapping[str, str], filter_string: str) -> list[RunRecord]:
     """Runs of the experiments ``names`` (id -> name) matching ``filter_string``, newest first."""
     if not names:

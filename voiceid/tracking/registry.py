@@ -9,18 +9,30 @@ from voiceid.tracking._common import str_tags, trusted_unpickling
 from voiceid.tracking.config import import_mlflow
 
 
-def register_model(model_uri: str, name: str, *, alias: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
-    """Register ``model_uri`` as a new version of ``name``; point ``alias`` at it; return the version."""
+def register_model(
+    model_uri: str,
+    name: str,
+    *,
+    alias: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    description: str | None = None,
+) -> str:
+    """Register ``model_uri`` as a new version of ``name`` (with ``tags`` and ``description``); point ``alias`` at it.
+
+    Returns the version. The description is what the registry's version page shows first.
+    """
     mlflow = import_mlflow()
     client = mlflow.MlflowClient()
     version = mlflow.register_model(model_uri, name, tags=str_tags(tags or {}) or None).version
+    if description:
+        client.update_model_version(name, version, description=description)
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return str(version)
 
 
 def aliased_version(name: str, alias: str) -> dict[str, Any] | None:
-    """``{"version", "run_id", "source", "tags"}`` of the version ``name@alias``; None if unset."""
+    """``{"version", "run_id", "source", "tags", "description"}`` of the version ``name@alias``; None if unset."""
     mlflow = import_mlflow()
     from mlflow.exceptions import MlflowException
 
@@ -28,7 +40,13 @@ def aliased_version(name: str, alias: str) -> dict[str, Any] | None:
         mv = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-    return {"version": str(mv.version), "run_id": mv.run_id, "source": mv.source, "tags": dict(mv.tags)}
+    return {
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "source": mv.source,
+        "tags": dict(mv.tags),
+        "description": mv.description or "",
+    }
 
 
 def load_pyfunc(uri: str) -> Any:

@@ -26,6 +26,7 @@ from voiceid.tracking._common import (
     str_tags,
 )
 from voiceid.tracking.config import import_mlflow, set_experiment
+from voiceid.tracking.datasets import log_manifest_input
 from voiceid.tracking.models import log_model
 
 if TYPE_CHECKING:
@@ -230,6 +231,7 @@ def log_final_run(
     run_tags = {**str_tags(tags), STAGE_TAG: stage}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
         log_contents(mlflow, params, metrics, json_artifacts)
+        log_manifest_input(mlflow, run_tags.get("data_hash"), "training")  # the runs table's Dataset column
         for name, fig in (figures or {}).items():
             mlflow.log_figure(fig, name)
         if model is not None:
