@@ -168,7 +168,7 @@ def mlflow_server(backend_uri: str, workdir: Path, timeout_s: float = 120) -> It
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 15)
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, 9)

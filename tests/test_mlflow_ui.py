@@ -1,11 +1,15 @@
-"""The MLflow UI over a small real run's store, driven in headless Debian Chromium: every family's runs are listed.
+"""The MLflow UI over a small real run's store, driven in headless Debian Chromium.
 
-Starts ``mlflow server`` on loopback over the store of a small pipeline run (the session's
-``pipeline_run`` fixture: the real stages on a subset of data/default, tests/pipeline_run.py),
-opens each experiment's runs page and the all-experiments view of the final runs (with the
-``family``/``feature_set`` tag columns switched on), and saves a screenshot under the test's
-temp folder (the path is printed; ``pytest -s`` shows it). Skips only where Chromium or its
-driver is not installed (``make browser`` installs both); never downloads a browser or driver.
+Starts ``mlflow server`` on loopback (once per module) over the store of a small pipeline run
+(the session's ``pipeline_run`` fixture: the real stages on a subset of data/default,
+tests/pipeline_run.py). Checks that each experiment's runs page and the all-experiments view
+list every family's runs (with the ``family``/``feature_set`` tag columns switched on); that an
+experiment opened from the link ``voiceid report`` prints lands on its training-runs table with
+the final runs and a Dataset column naming the prepared manifest, and that once "Model training"
+was chosen plain experiment URLs open on the runs; and that the registry shows the champion
+version with its ``champion`` alias and its description. Screenshots go under each test's temp
+folder (the paths are printed; ``pytest -s`` shows them). Skips only where Chromium or its driver
+is not installed (``make browser`` installs both); never downloads a browser or driver.
 """
 
 from __future__ import annotations

@@ -30,8 +30,11 @@ def test_report_command_summarises_the_selection(pipeline_run: PipelineRun, caps
 
     selection = run.selection
     champion = selection["champion"]
-    rows = {m.group(2): m.group(1) for line in lines if (m := re.match(r"^([* ]) (\w+)\s{2,}", line))}
-    assert set(rows) - {"candidate"} == set(selection["candidates"]) >= configured_candidates(run.root / "params.yaml")
+    table = lines[lines.index(next(line for line in lines if line.startswith("  candidate "))) + 1 :]
+    table = table[: next(i for i, line in enumerate(table) if line.startswith("  * champion."))]
+    rows = {m.group(2): m.group(1) for line in table if (m := re.match(r"^([* ]) (\w+)\s{2,}", line))}
+    assert len(rows) == len(table)
+    assert set(rows) == set(selection["candidates"]) >= configured_candidates(run.root / "params.yaml")
     assert [f for f, mark in rows.items() if mark == "*"] == [champion["family"]]
     # the champion's row shows its test EER with the interval, as percentages
     eer = summary.cell("eer", champion["test"])
@@ -69,7 +72,7 @@ def test_summary_of_hand_made_selection_fits_and_marks_skipped() -> None:
     assert max(len(line) for line in lines) <= summary.WIDTH
     order = [m.group(1) for line in lines if (m := re.match(r"^[* ] (svc|fusion|cosine) ", line))]
     assert order == ["cosine", "fusion", "svc"]  # champion first, then by val EER (lower is better)
-    assert "12 enrolled + 5 unknown test probes" in text and "skipped catboost: not in grid.families" in text
+    assert "(12 enrolled + 5 unknown probes)" in text and "skipped catboost: not in grid.families" in text
     assert ".venv/bin/voiceid identify a.flac" in text and ".venv/bin/mlflow ui " in text
 
 
@@ -97,7 +100,7 @@ def test_registered_champion_version_describes_itself(pipeline_run: PipelineRun)
     champion = pipeline_run.selection["champion"]
     client = mlflow.MlflowClient(pipeline_run.uri, registry_uri=pipeline_run.uri)
     version = client.get_model_version_by_alias(champion["registered_model"], "champion")
-    assert version.version == champion["version"]
+    assert str(version.version) == champion["version"]
     tags, text = version.tags, version.description
     family = champion["family"]
     feature_set = pipeline_run.selection["candidates"][family]["feature_set"]

@@ -198,3 +198,18 @@ def test_fusion_competes_fitted_on_val_and_serves_from_audio_features() -> None:
     emb = next(c for c in result.candidates if c.family == "cosine")
     with pytest.raises(ValueError, match="without test rows"):
         build_fusion(clf, emb, bank, params)
+
+
+def test_ties_on_the_champion_metric_go_to_the_better_calibrated_separation() -> None:
+    from types import SimpleNamespace
+
+    from voiceid.select.protocol import choose, rank
+
+    lucky = SimpleNamespace(val_report={"eer": 0.0, "score_log_loss": 0.60})
+    sure = SimpleNamespace(val_report={"eer": 0.0, "score_log_loss": 0.05})
+    worse = SimpleNamespace(val_report={"eer": 0.1, "score_log_loss": 0.01})
+    assert choose([lucky, sure, worse], "eer") is sure  # type: ignore[list-item]
+    assert rank([worse, lucky, sure], "eer") == [sure, lucky, worse]  # type: ignore[list-item]
+    high = SimpleNamespace(val_report={"dir_far_1": 0.5, "score_log_loss": 0.9})
+    low = SimpleNamespace(val_report={"dir_far_1": 0.4, "score_log_loss": 0.1})
+    assert choose([low, high], "dir_far_1") is high  # higher is better for DIR  # type: ignore[list-item]

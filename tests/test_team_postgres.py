@@ -41,6 +41,30 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
             yield optuna_url, server.uri
 
 
+def test_racing_claims_on_postgresql_have_one_winner(team: tuple[str, str]) -> None:
+    import threading
+
+    import optuna
+
+    from voiceid import study as studies
+
+    storage, _ = team
+    open_ = lambda: studies.open_study("race", storage, seed=0, startup_trials=1, pruner=optuna.pruners.NopPruner())  # noqa: E731
+    open_()
+    made: list[int] = []
+    seen: list[object] = []
+
+    def worker(k: int) -> None:
+        seen.append(studies.claim_attr(open_(), "voiceid/x", lambda: made.append(k) or k)[1])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and seen == [made[0]] * 6
+
+
 def _workspace(root: Path, run: PipelineRun, storage: str) -> Path:
     """The small pipeline run's manifest and feature tables, with params for one grid family on PostgreSQL."""
     for rel in ("data/prepared/manifest.parquet", *(f"data/features/{fs}.parquet" for fs in ("mfcc60", "seed498", "logmel"))):

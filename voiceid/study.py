@@ -122,33 +122,34 @@ def claim_attr(
         study.set_user_attr(key, value)
         return True, value
 
-    from sqlalchemy import exc, text
+    import sqlalchemy as sa
 
+    # Core expressions, not SQL text: "key" is a reserved word in MySQL, and SQLAlchemy quotes it per dialect
+    studies_t = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
+    attrs_t = sa.table("study_user_attributes", sa.column("study_id"), sa.column("key"), sa.column("value_json"))
     study_id = rdb.get_study_id_from_name(study.study_name)
+    this = (attrs_t.c.study_id == study_id) & (attrs_t.c.key == key)
     for attempt in range(60):
         try:
             with rdb.engine.begin() as conn:
                 if conn.dialect.name == "sqlite":  # no row locks: a write takes SQLite's database lock
-                    conn.execute(text("UPDATE studies SET study_name = study_name WHERE study_id = :s"), {"s": study_id})
-                else:
-                    conn.execute(text("SELECT study_id FROM studies WHERE study_id = :s FOR UPDATE"), {"s": study_id})
-                row = conn.execute(
-                    text("SELECT value_json FROM study_user_attributes WHERE study_id = :s AND key = :k"),
-                    {"s": study_id, "k": key},
-                ).first()
+                    conn.execute(
+                        sa.update(studies_t).where(studies_t.c.study_id == study_id).values(study_name=studies_t.c.study_name)
+                    )
+                else:  # the lock Optuna takes to number trials
+                    conn.execute(sa.select(studies_t.c.study_id).where(studies_t.c.study_id == study_id).with_for_update())
+                row = conn.execute(sa.select(attrs_t.c.value_json).where(this)).first()
                 if row is not None:
                     current = json.loads(row[0])
                     if keep is None or keep(current):
                         return False, current
                 value = make()
-                stmt = (
-                    "INSERT INTO study_user_attributes (study_id, key, value_json) VALUES (:s, :k, :v)"
-                    if row is None
-                    else "UPDATE study_user_attributes SET value_json = :v WHERE study_id = :s AND key = :k"
-                )
-                conn.execute(text(stmt), {"s": study_id, "k": key, "v": json.dumps(value)})
+                if row is None:
+                    conn.execute(sa.insert(attrs_t).values(study_id=study_id, key=key, value_json=json.dumps(value)))
+                else:
+                    conn.execute(sa.update(attrs_t).where(this).values(value_json=json.dumps(value)))
                 return True, value
-        except exc.OperationalError as err:  # SQLite "database is locked" past its busy timeout
+        except sa.exc.OperationalError as err:  # SQLite "database is locked" past its busy timeout
             if rdb.engine.dialect.name != "sqlite" or attempt == 59:
                 raise
             log.debug("claim %s: %s; retrying", key, err)

@@ -139,6 +139,7 @@ def report(
         "frr": frr,
         "dir": dir_at_threshold(p, threshold),
         "open_set_accuracy": float(open_correct / len(p)),
+        "score_log_loss": score_log_loss(p),
     }
     for x in fars:
         out[f"dir_far_{_pct(x)}"] = dir_at_far(p, x)[0]
@@ -146,6 +147,19 @@ def report(
     out["eer"] = eer(p.score, known)[0]
     out["min_dcf"] = min_dcf(p.score, known, p_target=p_target)[0]
     return out
+
+
+def score_log_loss(p: Probes, eps: float = 1e-6) -> float:
+    """Cross-entropy of each probe's score as the probability that its answer is right.
+
+    Continuous where EER and DIR move in steps: with few probes several systems often tie at
+    EER 0, and this still tells a confident, well-separated system from a lucky one.
+
+    >>> round(score_log_loss(Probes(["a", "x"], ["a", "a"], [0.9, 0.2], [True, False])), 4)
+    0.1643
+    """
+    q = np.clip(p.score, eps, 1 - eps)
+    return float(-np.mean(np.where(p.correct, np.log(q), np.log(1 - q))))
 
 
 def _pct(x: float) -> str:

@@ -46,22 +46,21 @@ from voiceid.select.candidates import (
 from voiceid.select.params import SelectParams
 from voiceid.serve.champion import Champion
 
-LOWER_IS_BETTER = frozenset({"eer", "min_dcf", "far", "frr"})
+LOWER_IS_BETTER = frozenset({"eer", "min_dcf", "far", "frr", "score_log_loss"})
+TIE_BREAK = "score_log_loss"  # continuous: few val probes often tie several systems at EER 0
 
 
-def _better(metric: str, a: float, b: float) -> bool:
-    return a < b if metric in LOWER_IS_BETTER else a > b
+def _key(metric: str, report: dict[str, float]) -> tuple[float, float]:
+    """Sort key, smaller is better: the metric, then the tie-break."""
+    primary = report[metric] if metric in LOWER_IS_BETTER else -report[metric]
+    return round(primary, 12), report.get(TIE_BREAK, 0.0)
 
 
 def choose(candidates: Sequence[Candidate], metric: str) -> Candidate:
-    """Best ``metric`` on val; ties keep the earlier candidate (``families`` order)."""
+    """Best ``metric`` on val; ties go to the lower val score log-loss, then to the earlier candidate."""
     if not candidates:
         raise ValueError("no candidate to choose from")
-    best = candidates[0]
-    for c in candidates[1:]:
-        if _better(metric, c.val_report[metric], best.val_report[metric]):
-            best = c
-    return best
+    return min(candidates, key=lambda c: _key(metric, c.val_report))  # min keeps the first of equals
 
 
 @dataclass
