@@ -277,6 +277,8 @@ def copy_checkout(dest: Path) -> Path:
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
+    # An empty git repository: dvc (the plots tests) refuses to work outside one.  Nothing is committed.
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
 
 

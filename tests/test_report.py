@@ -41,7 +41,7 @@ def test_report_command_summarises_the_selection(pipeline_run: PipelineRun, caps
     assert any(line.startswith(f"* {champion['family']} ") and eer in line for line in lines), eer
     assert f"threshold {summary.fmt('', champion['threshold'])}" in text
     assert f"test FAR {summary.cell('far', champion['test'])} %" in text
-    assert f"chosen by val {champion['champion_metric']}" in text
+    assert f"chosen on val by {champion['champion_metric']}" in text
     assert f"models:/{champion['registered_model']}@champion (version {champion['version']})" in text
     for where in ("plots/select/", "dvc plots show", "mlflow ui", "voiceid identify data/default/", run.uri):
         assert where in text, where

@@ -131,7 +131,7 @@ def _bin_prefix(root: Path) -> str:
     """``.venv/bin/`` when this interpreter is a virtualenv under ``root`` (so the commands work as printed)."""
     bindir = Path(sys.executable).parent
     try:
-        rel = bindir.absolute().relative_to(root.resolve())
+        rel = bindir.absolute().relative_to(root.absolute())
     except ValueError:
         return ""
     return f"{rel.as_posix()}/"
@@ -157,7 +157,6 @@ def render(
     report: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     *,
-    root: Path = Path("."),
     prefix: str = "",
     example: str | None = None,
     tracking_uri: str | None = None,
@@ -184,13 +183,13 @@ def render(
     lines: list[str] = []
 
     probes = f" ({n['test_enrolled']} enrolled + {n['test_unknown']} unknown probes)" if n else ""
-    lines.append(f"voiceid selection, scored once on test{probes}: %, [95% bootstrap interval]")
+    lines.append(f"voiceid selection, scored once on test{probes}; % [95% bootstrap interval]")
     lines.append("")
     names = _order(candidates, val, metric, family)
     fs_width = max([len("features"), *(len(str(candidates[f].get("feature_set", ""))) for f in names)])
     name_width = max([len("candidate"), *(len(f) for f in names)])
     val_head = f"val {LABELS.get(metric, metric)}"
-    widths = {k: max(len(h), *(len(cell(k, candidates[f].get("test", {}))) for f in names)) for k, h in COLUMNS.items()}
+    widths = {k: max([len(h), *(len(cell(k, candidates[f].get("test", {}))) for f in names)]) for k, h in COLUMNS.items()}
     head = f"  {'candidate':{name_width}s}  {'features':{fs_width}s}  {val_head:>{len(val_head)}s}"
     head += "".join(f"  {h:{widths[k]}s}" for k, h in COLUMNS.items())
     lines.append(head)
@@ -221,7 +220,8 @@ def render(
     )
     lines.append(f"          test FAR {cell('far', test)} %, FRR {cell('frr', test)} %")
     reason = str(champ.get("champion_metric_reason", "")).strip()
-    chosen = f"chosen by val {metric} ({LABELS.get(metric, metric)})" + (f": {reason}" if reason else "")
+    # the reason names the metric first: "eer instead of dir_far_1: ..." / "dir_far_1 as configured (...)"
+    chosen = f"chosen on val by {reason if reason.startswith(metric) else metric}"
     lines += _wrap(chosen, indent="          ", first="          ")
     runner = champ.get("runner_up") or {}
     if runner:
@@ -292,7 +292,9 @@ def render(
         else:  # the comment goes below its command
             lines += _wrap(command, indent="      ", first="  ")
             lines += _wrap(f"# {what}", indent="      ", first="      ")
-    return "\n".join(line.rstrip() for line in lines) + "\n"
+    # whatever the names and paths, nothing wider than WIDTH: a long line continues indented below
+    fitted = [part for line in lines for part in (_wrap(line, indent="    ") if len(line) > WIDTH else [line])]
+    return "\n".join(line.rstrip() for line in fitted) + "\n"
 
 
 def summarize(
@@ -312,7 +314,6 @@ def summarize(
         selection,
         full,
         settings,
-        root=base,
         prefix=_bin_prefix(base),
         example=_example_audio(base),
         tracking_uri=uri,
