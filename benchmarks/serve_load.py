@@ -31,7 +31,6 @@ import base64
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +46,9 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from local_processes import stop_group  # noqa: E402  (the tests' helper: one way to stop a server)
+
 BIN = Path(sys.executable).parent  # the venv's bin/: mlflow, uvicorn, voiceid
 DATA = REPO / "data" / "default"
 MODEL_NAME = "voiceid-serve-load"
@@ -183,14 +185,7 @@ def served(model: str, tracking_uri: str, port: int, audio_root: Path, log: Path
         try:
             yield proc
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=15)
+            stop_group(proc)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float) -> bool:

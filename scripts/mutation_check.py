@@ -108,7 +108,7 @@ MUTATIONS: list[Mutation] = [
         "    pool = enrollable[n_enrolled:] + [s for s in speakers if s not in set(enrollable)]\n",
         "    pool = enrollable[max(n_enrolled - 1, 0) :] + [s for s in speakers if s not in set(enrollable)]\n",
         "the last enrolled speaker is also drawn as an unknown speaker",
-        ("tests/test_splits.py", "tests/test_prepare.py", "voiceid/data/splits.py"),
+        ("tests/test_splits.py", "tests/test_speech_activity.py", "tests/test_prepare.py", "voiceid/data/splits.py"),
     ),
     Mutation(
         "split-unknown-val-test-leak",
@@ -116,7 +116,7 @@ MUTATIONS: list[Mutation] = [
         '        parts.append(kept.assign(role="unknown", split="val" if i < n_val_unknown else "test", split_by="speaker"))\n',
         '        parts.append(kept.assign(role="unknown", split=(["val", "test"] * len(kept))[: len(kept)], split_by="speaker"))\n',
         "unknown speakers split by utterance: the same voice fits thresholds (val) and is reported (test)",
-        ("tests/test_splits.py", "tests/test_prepare.py", "voiceid/data/splits.py"),
+        ("tests/test_splits.py", "tests/test_speech_activity.py", "tests/test_prepare.py", "voiceid/data/splits.py"),
     ),
     Mutation(
         "split-session-leak",
@@ -124,7 +124,7 @@ MUTATIONS: list[Mutation] = [
         "    test = _pick(held, min(n_test, len(held)), plan.order, rng)\n",
         "    test = _pick(side, min(n_test, len(side)), plan.order, rng)\n",
         "enrolled test clips come from the training sessions (train/test session leak, even shared clips)",
-        ("tests/test_splits.py", "tests/test_prepare.py"),
+        ("tests/test_splits.py", "tests/test_speech_activity.py", "tests/test_prepare.py"),
     ),
     Mutation(
         "label-metrics-weighted",
@@ -132,7 +132,7 @@ MUTATIONS: list[Mutation] = [
         '        "f1_weighted": float((f1 * support).sum() / support.sum()),\n',
         '        "f1_weighted": float((f1 * predicted).sum() / predicted.sum()),\n',
         "label_metrics weights F1 by predicted instead of true label counts",
-        ("tests/test_scoring.py", "tests/test_models.py", "voiceid/scoring/classification.py"),
+        ("tests/test_openset.py", "tests/test_scoring.py", "tests/test_models.py", "voiceid/scoring/classification.py"),
     ),
     Mutation(
         "label-metrics-macro",
@@ -140,7 +140,7 @@ MUTATIONS: list[Mutation] = [
         '        "f1_macro": float(f1.mean()),\n',
         '        "f1_macro": float(f1[support > 0].mean()),\n',
         "label_metrics macro-F1 ignores labels that are only predicted (sklearn counts them)",
-        ("tests/test_scoring.py", "tests/test_models.py", "voiceid/scoring/classification.py"),
+        ("tests/test_openset.py", "tests/test_scoring.py", "tests/test_models.py", "voiceid/scoring/classification.py"),
     ),
     Mutation(
         "bootstrap-pooled",

@@ -82,3 +82,19 @@ def audio_corpus(n_enrolled: int = 5, n_unknown_val: int = 3, n_unknown_test: in
         waves.append(noisy.astype(np.float32))
     X = np.stack([feature_vector("mfcc60", w, 16000, params) for w in waves])
     return AudioCorpus(meta, waves, FeatureBank({"mfcc60": (meta, X)}), params)
+
+
+def small_champion() -> tuple[AudioCorpus, object, object]:
+    """(corpus, selection result, champion) of logreg + cosine on :func:`audio_corpus` (EER rule)."""
+    from voiceid.select.candidates import Source
+    from voiceid.select.params import SelectParams
+    from voiceid.select.protocol import make_champion, select
+
+    params = SelectParams(families=("logreg", "cosine"), n_bootstrap=20, threshold_rule="eer", champion_metric="eer")
+    corpus = audio_corpus()
+    sources = [
+        (Source("logreg", "classifier", "mfcc60", "run-1", None, "val_f1_weighted", 1.0), fit_logreg(corpus.bank)),
+        (Source("cosine", "embedding", "mfcc60"), None),
+    ]
+    result = select(sources, corpus.bank, params, corpus.params)
+    return corpus, result, make_champion(result, params, corpus.params)

@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import synth_voice, write_wav
-from synthetic_select import AudioCorpus, audio_corpus, fit_logreg
+from synthetic_select import AudioCorpus, small_champion
 
 from voiceid.scoring import openset
 from voiceid.scoring.centroids import Centroids, speaker_centroids
-from voiceid.select.candidates import Source
 from voiceid.select.params import SelectParams
-from voiceid.select.protocol import SelectionResult, make_champion, select
+from voiceid.select.protocol import SelectionResult
 from voiceid.serve.champion import Champion
 from voiceid.serve.gallery import load_gallery, save_gallery
 
@@ -26,13 +25,7 @@ PARAMS = SelectParams(families=("logreg", "cosine"), n_bootstrap=20, threshold_r
 
 @pytest.fixture(scope="module")
 def built() -> Built:
-    corpus = audio_corpus()
-    sources = [
-        (Source("logreg", "classifier", "mfcc60", "run-1", None, "val_f1_weighted", 1.0), fit_logreg(corpus.bank)),
-        (Source("cosine", "embedding", "mfcc60"), None),
-    ]
-    result = select(sources, corpus.bank, PARAMS, corpus.params)
-    return corpus, result, make_champion(result, PARAMS, corpus.params)
+    return small_champion()  # type: ignore[return-value]
 
 
 def test_identify_reproduces_the_selection_decisions(built: Built) -> None:

@@ -16,8 +16,6 @@ import csv
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -34,11 +32,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from conftest import REPO, write_wav
+from local_processes import CHROMEDRIVER, CHROMIUM, stop_group
+from local_processes import chromium as local_chromium
 
 from voiceid.serve.cli import main
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 needs_browser = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="Debian chromium and chromium-driver are not installed (`make browser` or "
@@ -46,9 +44,8 @@ needs_browser = pytest.mark.skipif(
 )
 
 DATA = REPO / "data" / "default"
-CHROME_ARGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1500,1100",
+DEMO_ARGS = (
+    "--window-size=1500,1100",
     # a fake microphone (no permission prompt) that plays the file given below
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
 )
@@ -158,31 +155,13 @@ def demo_server(world: World, store: Path, log_path: Path) -> Iterator[Callable[
     try:
         yield wait_url
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_group(proc)
 
 
 @contextmanager
 def chromium(profile: Path, microphone: Path) -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (*CHROME_ARGS, f"--use-file-for-fake-audio-capture={microphone}", f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    # An explicit driver path: Selenium Manager (which would download one) is never run.
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with local_chromium(profile, (*DEMO_ARGS, f"--use-file-for-fake-audio-capture={microphone}")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:

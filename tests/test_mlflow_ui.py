@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -29,20 +26,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from local_processes import CHROMEDRIVER, CHROMIUM, stop_group, wait_healthy
+from local_processes import chromium as local_chromium
 from pipeline_run import PipelineRun
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="Debian chromium and chromium-driver are not installed (`make browser` or "
     "`apt-get install chromium chromium-driver`); the MLflow UI check needs a real browser",
 )
 
-CHROME_ARGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1700,1000",
-)
+WINDOW = ("--window-size=1700,1000",)
 WAIT_S = 40
 
 
@@ -66,46 +60,19 @@ def mlflow_server(store_uri: str, workdir: Path) -> Iterator[str]:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after 90 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        try:
+            wait_healthy(proc, f"{url}/health", log_path, 90, "mlflow server")
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
         yield url
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_group(proc)
 
 
 @contextmanager
 def chromium(profile: Path) -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (*CHROME_ARGS, f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    # An explicit driver path: Selenium Manager (which would download one) is never run.
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with local_chromium(profile, WINDOW) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _experiment_id(url: str, name: str) -> str:

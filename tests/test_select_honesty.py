@@ -16,17 +16,6 @@ from voiceid.select.params import SelectParams
 from voiceid.select.protocol import select
 
 
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    from voiceid import tracking
-
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    tracking.configure(uri)
-    return uri
-
-
 def _log_final(family: str, value: float, model: object, feature_set: str = "mfcc60") -> str:
     from voiceid import tracking
 

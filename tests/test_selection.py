@@ -144,18 +144,6 @@ def test_params_check_rejects_bad_values() -> None:
 # --- MLflow: candidate search and the stage end to end ----------------------------------------
 
 
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh sqlite MLflow store; cwd moves to tmp so artifacts land there, not in the repo."""
-    from voiceid import tracking
-
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    tracking.configure(uri)
-    return uri
-
-
 def log_fake_final(family: str, value: float, data_hash: str, model: object, feature_set: str = "mfcc60") -> str:
     from voiceid import tracking
 

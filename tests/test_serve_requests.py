@@ -13,28 +13,18 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from conftest import synth_voice, write_wav
-from synthetic_select import audio_corpus, fit_logreg
+from synthetic_select import small_champion
 
-from voiceid.select.candidates import Source
-from voiceid.select.params import SelectParams
-from voiceid.select.protocol import make_champion, select
 from voiceid.serve import request
 from voiceid.serve.champion import OUTPUT_COLUMNS, Champion
 from voiceid.serve.persist import save_champion
 from voiceid.serve.request import RowRules
 from voiceid.serve.store import EnrollmentStore
 
-PARAMS = SelectParams(families=("logreg", "cosine"), n_bootstrap=20, threshold_rule="eer", champion_metric="eer")
-
 
 @pytest.fixture(scope="module")
 def champion() -> Champion:
-    corpus = audio_corpus()
-    sources = [
-        (Source("logreg", "classifier", "mfcc60", "run-1", None, "val_f1_weighted", 1.0), fit_logreg(corpus.bank)),
-        (Source("cosine", "embedding", "mfcc60"), None),
-    ]
-    return make_champion(select(sources, corpus.bank, PARAMS, corpus.params), PARAMS, corpus.params)
+    return small_champion()[2]  # type: ignore[return-value]
 
 
 @pytest.fixture
