@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from voiceid.scoring.openset import LOWER_IS_BETTER
+
 WIDTH = 100
 # Test figures per candidate row: key in selection.json -> column header.
 COLUMNS = {"accuracy": "accuracy", "eer": "EER", "dir_far_1": "DIR@FAR1%"}
@@ -33,7 +35,6 @@ LABELS = {
     "far": "FAR",
     "frr": "FRR",
 }
-LOWER_IS_BETTER = frozenset({"eer", "min_dcf", "far", "frr"})
 PERCENT = frozenset({"accuracy", "eer", "dir_far_1", "dir_far_5", "open_set_accuracy", "far", "frr", "dir"})
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default

@@ -38,6 +38,9 @@ from voiceid.scoring.verification import check_binary, eer, far_threshold, min_d
 
 UNKNOWN = "unknown"
 
+# report() figures where smaller is better (every other figure: larger is better)
+LOWER_IS_BETTER = frozenset({"eer", "min_dcf", "far", "frr", "score_log_loss"})
+
 
 @dataclass(frozen=True)
 class Probes:

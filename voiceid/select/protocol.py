@@ -34,7 +34,7 @@ from typing import Any
 
 from voiceid.features.params import FeatureParams
 from voiceid.scoring import openset
-from voiceid.scoring.openset import Probes
+from voiceid.scoring.openset import LOWER_IS_BETTER, Probes
 from voiceid.select.candidates import (
     Candidate,
     FeatureBank,
@@ -46,7 +46,6 @@ from voiceid.select.candidates import (
 from voiceid.select.params import SelectParams
 from voiceid.serve.champion import Champion
 
-LOWER_IS_BETTER = frozenset({"eer", "min_dcf", "far", "frr", "score_log_loss"})
 TIE_BREAK = "score_log_loss"  # continuous: few val probes often tie several systems at EER 0
 
 
