@@ -103,7 +103,7 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
         print(f"ecapa: val EER {r.val['eer']:.4f}", flush=True)
 
     t0 = time.perf_counter()
-    families = (*args.families, *(("ecapa",) if args.ecapa else ()), "cosine", "dvector", "fusion")
+    families = (*args.families, *(("ecapa",) if args.ecapa else ()), "cosine", "dvector", "joint", "fusion")
     params = dataclasses.replace(load_section(SelectParams, "select", REPO / "params.yaml"), families=families,
                                  n_bootstrap=200, registered_model=MODEL_NAME)
     sources, _ = find_sources(params, work / "models", families)

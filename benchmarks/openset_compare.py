@@ -1,4 +1,4 @@
-"""Every selection candidate side by side on real speech: each family x feature set, cosine, dvector, ECAPA, fusion.
+"""Every selection candidate side by side on real speech: each family x feature set, cosine, dvector, joint, ECAPA, fusion.
 
 Two corpora beside the repo (read in place, nothing copied; everything is written to a work dir):
 
@@ -96,10 +96,11 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
         src = Source("ecapa", "embedding", "logmel", r.final_run_id, run.model_uri)
         sources.append((src, load_ecapa(src)))
         print(f"ecapa ({args.ecapa_train} speakers): val EER {r.val['eer']:.3f}, test EER {r.test['eer']:.3f}", flush=True)
-    sources += [(Source("cosine", "embedding", "mfcc60"), None), (Source("dvector", "embedding", "dvector"), None)]
+    sources += [(Source("cosine", "embedding", "mfcc60"), None), (Source("dvector", "embedding", "dvector"), None),
+                (Source("joint", "embedding", "dvector+mfcc60"), None)]
 
     params = dataclasses.replace(load_section(SelectParams, "select", REPO / "params.yaml"),
-                                 families=("cosine", "dvector", "fusion"), n_bootstrap=args.n_bootstrap)
+                                 families=("cosine", "dvector", "joint", "fusion"), n_bootstrap=args.n_bootstrap)
     bank = FeatureBank.from_dir(work / "features", sorted({s.feature_set for s, _ in sources}))
     result = select(sources, bank, params, ws.fparams)
 

@@ -191,7 +191,7 @@ def test_mlflow_ui_opens_experiments_on_training_runs_with_their_dataset(
     (here: on the experiments list, never on an experiment page) plain experiment URLs open on the runs.
     """
     from voiceid import tracking
-    from voiceid.analysis.summary import ML_VIEW
+    from voiceid.tracking.ui import ML_VIEW
     from voiceid.tracking.datasets import DIGEST_CHARS, MANIFEST_DATASET
 
     run = pipeline_run
@@ -237,7 +237,9 @@ def test_mlflow_ui_registered_model_shows_champion(pipeline_run: PipelineRun, se
             WebDriverWait(driver, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, alias))
         except TimeoutException:
             pytest.fail(f"registered model {name}: no 'champion' alias shown after {WAIT_S} s")
-        assert f"Version {version}" in driver.find_element(By.TAG_NAME, "body").text
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert f"Version {version}" in body
+        assert "open-set speaker identification" in body, "the registered model's own description is not shown"
         _shot(driver, tmp_path / "mlflow_ui_registered_model.png", f"registered model {name} with alias champion")
 
         driver.get(f"{server}/#/models/{name}/versions/{version}")
@@ -248,3 +250,37 @@ def test_mlflow_ui_registered_model_shows_champion(pipeline_run: PipelineRun, se
             pytest.fail(f"version page of {name} v{version}: description {wanted!r} not shown after {WAIT_S} s")
         assert driver.find_elements(By.CSS_SELECTOR, alias)
         _shot(driver, tmp_path / "mlflow_ui_champion_version.png", f"{name} v{version}: description, tags, alias")
+
+
+def test_voiceid_ui_serves_mlflow_and_links_to_the_training_runs(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    """``voiceid ui`` starts MLflow's UI over the store; the link it prints opens on the training runs (fresh browser)."""
+    import time
+
+    run = pipeline_run
+    out_path, log_path = tmp_path / "voiceid-ui.out", tmp_path / "voiceid-ui.log"
+    cmd = [sys.executable, "-c", "from voiceid.serve.cli import main; raise SystemExit(main())", "ui", "--no-browser",
+           "--port", str(_free_port()), "--tracking-uri", run.uri]
+    with out_path.open("wb") as out, log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=run.root, stdout=out, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        lines: list[str] = []
+        while not any(line.startswith("MLflow UI over") for line in lines):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"voiceid ui printed no link: {lines} {log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+            lines = out_path.read_text().splitlines()
+        url = next(line for line in lines if line.startswith("MLflow UI over")).rsplit(": ", 1)[1].strip()
+        first = run.experiment(run.feature_sets[0])
+        assert any(line.split()[:1] == [first] for line in lines), lines  # every experiment's link is listed
+        assert url.endswith("/runs?workflowType=machine_learning"), url
+        with chromium(tmp_path / "chrome-profile") as driver:
+            driver.get(url)
+            _wait_for_names(driver, RUN_NAME, {f"{f}-final" for f in run.grid_families}, f"voiceid ui link {url}")
+            _shot(driver, tmp_path / "voiceid_ui_training_runs.png", f"voiceid ui: {first}")
+    finally:
+        stop_group(proc)
+    # the MLflow server it started is gone with it
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "voiceid ui left its mlflow server running"

@@ -43,7 +43,7 @@ def test_report_command_summarises_the_selection(pipeline_run: PipelineRun, caps
     assert f"test FAR {summary.cell('far', champion['test'])} %" in text
     assert f"chosen on val by {champion['champion_metric']}" in text
     assert f"models:/{champion['registered_model']}@champion (version {champion['version']})" in text
-    for where in ("plots/select/", "dvc plots show", "mlflow ui", "voiceid identify data/default/", run.uri):
+    for where in ("plots/select/", "dvc plots show", "voiceid ui", "voiceid identify data/default/", run.uri):
         assert where in text, where
 
 
@@ -73,7 +73,7 @@ def test_summary_of_hand_made_selection_fits_and_marks_skipped() -> None:
     order = [m.group(1) for line in lines if (m := re.match(r"^[* ] (svc|fusion|cosine) ", line))]
     assert order == ["cosine", "fusion", "svc"]  # champion first, then by val EER (lower is better)
     assert "(12 enrolled + 5 unknown probes)" in text and "skipped catboost: not in grid.families" in text
-    assert ".venv/bin/voiceid identify a.flac" in text and ".venv/bin/mlflow ui " in text
+    assert ".venv/bin/voiceid identify a.flac" in text and ".venv/bin/voiceid ui " in text
 
 
 def test_final_runs_name_their_manifest_dataset(pipeline_run: PipelineRun) -> None:
@@ -110,3 +110,6 @@ def test_registered_champion_version_describes_itself(pipeline_run: PipelineRun)
     assert {"test_accuracy", "test_eer", "test_dir_far_1", "test_far", "test_frr", "data_hash", "git_commit"} <= set(tags)
     for needed in (f"**{family}**", f"`{feature_set}`", "threshold", tags["data_hash"], "EER", "DIR@FAR1%", "git commit"):
         assert needed in text, (needed, text)
+    model = client.get_registered_model(champion["registered_model"])
+    assert "open-set speaker identification" in model.description and "@champion" in model.description
+    assert model.tags["task"] == "open-set speaker identification"

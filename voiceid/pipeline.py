@@ -73,11 +73,17 @@ def _select_sets(raw: dict[str, Any]) -> list[str]:
     families, sets = _get(raw, "select.families"), _get(raw, "features.sets")
     if _MISSING in (families, sets):
         return []
-    cosine = _get(raw, "select.cosine_feature_set")
-    needs = {"cosine": "mfcc60" if cosine is _MISSING else cosine, "dvector": "dvector", "ecapa": "logmel"}
+    cosine, joint = _get(raw, "select.cosine_feature_set"), _get(raw, "select.joint_feature_sets")
+    needs = {
+        "cosine": ["mfcc60" if cosine is _MISSING else cosine],
+        "dvector": ["dvector"],
+        "joint": ["dvector", "mfcc60"] if joint is _MISSING else list(joint),
+        "ecapa": ["logmel"],
+    }
     return [
         f"'select.families' has {fam!r}, which needs feature set {fs!r} in 'features.sets' {sets}"
-        for fam, fs in needs.items()
+        for fam, need in needs.items()
+        for fs in need
         if fam in families and fs not in sets
     ]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from voiceid.scoring.openset import LOWER_IS_BETTER
+from voiceid.tracking.ui import training_runs_url
 
 WIDTH = 100
 # Test figures per candidate row: key in selection.json -> column header.
@@ -37,11 +38,7 @@ LABELS = {
 }
 PERCENT = frozenset({"accuracy", "eer", "dir_far_1", "dir_far_5", "open_set_accuracy", "far", "frr", "dir"})
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
-# MLflow 3.17's UI opens an experiment on its GenAI overview unless the browser chose "Model training"
-# once (remembered in its local storage) or the link asks for the training runs with this parameter;
-# it does not read the experiment's mlflow.experimentKind tag for that.
-ML_VIEW = "workflowType=machine_learning"
+UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` / `voiceid ui` serve by default
 
 
 class SummaryError(Exception):
@@ -261,8 +258,8 @@ def render(
     )
     if experiments:
         base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_URL
-        lines.append(f"{hang}the training runs of experiment N (once `mlflow ui` serves):")
-        lines.append(f"{hang}  {base}/#/experiments/N/runs?{ML_VIEW}")
+        lines.append(f"{hang}the training runs of experiment N (once `voiceid ui` or `mlflow ui` serves):")
+        lines.append(f"{hang}  {training_runs_url(base, 'N')}")
         line = f"{hang}  N:"
         for i, (name, eid) in enumerate(experiments.items()):
             item = f" {eid} {name}" + ("," if i < len(experiments) - 1 else "")
@@ -277,8 +274,8 @@ def render(
     if uri.startswith(("http://", "https://")):
         ui = (f"open {uri}", 'the MLflow server (choose "Model training" at the top left once)')
     else:
-        store = "" if uri == DEFAULT_TRACKING_URI else f" --backend-store-uri {uri}"
-        ui = (f"{prefix}mlflow ui{store}", f'{UI_URL} (choose "Model training" at the top left once)')
+        store = "" if uri == DEFAULT_TRACKING_URI else f" --tracking-uri {uri}"
+        ui = (f"{prefix}voiceid ui{store}", f"mlflow ui on {UI_URL}, opened on the training runs")
     commands = [
         ui,
         (f"{prefix}voiceid identify {example or 'FILE.wav'}", "an enrolled speaker or unknown"),

@@ -24,12 +24,12 @@ from voiceid.select.calibration import calibrate_classifier
 from voiceid.select.params import SelectParams
 from voiceid.select.thresholds import fit_thresholds
 from voiceid.serve.champion import ClassifierScorer, EmbeddingScorer, Scored
-from voiceid.serve.frontend import BackendEmbedder, EcapaEmbedder, FrontEnd, StatsEmbedder
+from voiceid.serve.frontend import BackendEmbedder, EcapaEmbedder, FrontEnd, JointEmbedder, StatsEmbedder, leaves
 
 Kind = Literal["classifier", "embedding", "fusion"]
 
 
-EMBEDDING_FAMILIES = ("ecapa", "cosine", "dvector")
+EMBEDDING_FAMILIES = ("ecapa", "cosine", "dvector", "joint")
 
 
 class FeatureBank:
@@ -40,8 +40,9 @@ class FeatureBank:
 
     @classmethod
     def from_dir(cls, features_dir: str | Path, sets: Sequence[str]) -> FeatureBank:
+        """The tables of ``sets`` (a joint ``"a+b"`` loads ``a`` and ``b``) from ``features_dir/<set>.parquet``."""
         tables: dict[str, tuple[pd.DataFrame, Any]] = {}
-        for name in dict.fromkeys(sets):
+        for name in dict.fromkeys(part for fs in sets for part in fs.split("+")):
             path = Path(features_dir) / f"{name}.parquet"
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: feature table not found (is '{name}' in features.sets?)")
@@ -62,6 +63,20 @@ class FeatureBank:
         return inputs, speakers
 
     def rows_with_ids(self, feature_set: str, role: str, split: str) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(inputs, speakers, utterance ids) of the rows with this role and split.
+
+        ``"a+b"`` (a joint embedding's sets, or a fusion's classifier and embedding sets) gives
+        ``(input_a, input_b)`` tuples of the utterances both tables hold, in ``a``'s order;
+        ``"a+b+c"`` nests to the right, ``(input_a, (input_b, input_c))``, as :class:`FrontEnd`
+        builds them from a waveform.
+        """
+        if "+" in feature_set:
+            first, rest = feature_set.split("+", 1)
+            xa, ya, ia = self.rows_with_ids(first, role, split)
+            xb, _, ib = self.rows_with_ids(rest, role, split)
+            pos = {u: i for i, u in enumerate(ib)}
+            keep = np.array([i for i, u in enumerate(ia) if u in pos], dtype=int)
+            return [(xa[i], xb[pos[ia[i]]]) for i in keep], ya[keep], ia[keep]
         if feature_set not in self.tables:
             raise KeyError(f"feature set {feature_set!r} not loaded (have {sorted(self.tables)})")
         meta, inputs = self.tables[feature_set]
@@ -69,19 +84,7 @@ class FeatureBank:
         return _take(inputs, idx), meta["speaker"].astype(str).to_numpy()[idx], meta["utt_id"].astype(str).to_numpy()[idx]
 
     def probes(self, feature_set: str, split: str) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
-        """Enrolled then unknown rows of ``split``: (inputs as a list, speakers, known mask, utterance ids).
-
-        ``"a+b"`` (a fusion's two sets) gives ``(input_a, input_b)`` tuples of the utterances
-        both tables hold, in ``a``'s order.
-        """
-        if "+" in feature_set:
-            first, second = feature_set.split("+", 1)
-            xa, ya, ka, ia = self.probes(first, split)
-            xb, _, _, ib = self.probes(second, split)
-            pos = {u: i for i, u in enumerate(ib)}
-            keep = [i for i, u in enumerate(ia) if u in pos]
-            pairs = [(xa[i], xb[pos[ia[i]]]) for i in keep]
-            return pairs, ya[keep], ka[keep], ia[keep]
+        """Enrolled then unknown rows of ``split``: (inputs as a list, speakers, known mask, utterance ids)."""
         xk, yk, ik = self.rows_with_ids(feature_set, "enrolled", split)
         xu, yu, iu = self.rows_with_ids(feature_set, "unknown", split)
         if len(yk) == 0 or len(yu) == 0:
@@ -226,16 +229,22 @@ def _best_embedding_variant(
     """The embedding scorer with the scoring back-end (``select.backends``) that gives the lowest val EER.
 
     Everything is fitted on training rows only: the base embedder (``cosine``/``dvector``: a
-    scaler), LDA/WCCN (enrolled train + background speakers), centroids (enrolled train) and
+    scaler; ``joint``: one scaler per block), LDA/WCCN (enrolled train + background speakers), centroids (enrolled train) and
     the AS-norm cohort (background speakers alone: never a probe).  Each variant is then
     calibrated and scored on the val probes; test is not involved.
     """
     fs = source.feature_set
     Xt, yt = bank.rows(fs, "enrolled", "train")
     Xb, yb = bank.rows(fs, "background", "train")
-    if model is None:  # built here from the training rows: cosine (MFCC stats) or dvector (pretrained)
+    if model is None and "+" in fs:  # joint: e.g. the pretrained d-vector and MFCC statistics
+        rows = list(Xt) + list(Xb)
+        n_blocks = len(fs.split("+"))
+        base: Any = JointEmbedder(
+            [StandardScaler().fit(np.stack([leaves(r)[j] for r in rows]).astype(np.float64)) for j in range(n_blocks)]
+        )
+    elif model is None:  # built here from the training rows: cosine (MFCC stats) or dvector (pretrained)
         fit_rows = np.asarray(list(Xt) + list(Xb), dtype=np.float64)
-        base: Any = StatsEmbedder(StandardScaler().fit(fit_rows))
+        base = StatsEmbedder(StandardScaler().fit(fit_rows))
     else:
         base = EcapaEmbedder(model)
     base_id = _embedder_id(source, base)
@@ -298,10 +307,10 @@ def _check_width(model: Any, X: np.ndarray, source: Source) -> None:
 
 def _embedder_id(source: Source, embedder: Any) -> str:
     """Names the embedding space, so a gallery built with another model is refused."""
-    if isinstance(embedder, StatsEmbedder):
-        s = embedder.scaler
-        digest = hashlib.sha256(np.asarray(s.mean_).tobytes() + np.asarray(s.scale_).tobytes()).hexdigest()[:16]
-        return f"cosine:{source.feature_set}:{digest}"
+    if isinstance(embedder, (StatsEmbedder, JointEmbedder)):
+        scalers = embedder.scalers if isinstance(embedder, JointEmbedder) else [embedder.scaler]
+        raw = b"".join(np.asarray(s.mean_).tobytes() + np.asarray(s.scale_).tobytes() for s in scalers)
+        return f"{source.family}:{source.feature_set}:{hashlib.sha256(raw).hexdigest()[:16]}"
     return f"{source.family}:{source.run_id}"
 
 

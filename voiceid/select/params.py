@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-CandidateFamily = Literal["svc", "mlp", "catboost", "knn", "logreg", "ecapa", "cosine", "dvector", "fusion"]
-Backend = Literal["plain", "norm", "lda", "wccn", "lda+wccn", "asnorm", "lda+asnorm", "lda+wccn+asnorm"]
+CandidateFamily = Literal["svc", "mlp", "catboost", "knn", "logreg", "ecapa", "cosine", "dvector", "joint", "fusion"]
+VectorSet = Literal["seed498", "mfcc60", "extended", "dvector"]
+Backend = Literal["plain", "norm", "lda", "wccn", "lda+wccn", "asnorm", "lda+asnorm", "wccn+asnorm", "lda+wccn+asnorm"]
 ChampionMetric = Literal["dir_far_1", "dir_far_5", "eer", "min_dcf", "open_set_accuracy", "accuracy"]
 
 # The FAR each champion metric is read at: with n unknown probes, FAR steps by 1/n, so a
@@ -28,10 +29,13 @@ class SelectParams:
     val_metric: Literal["val_f1_weighted", "val_f1_macro", "val_accuracy", "val_top5_accuracy"] = "val_f1_weighted"
     ecapa_val_metric: Literal["val_eer", "val_min_dcf"] = "val_eer"  # picks the ECAPA final run (lower is better)
     cosine_feature_set: Literal["mfcc60", "seed498", "extended"] = "mfcc60"
+    # "joint": these clip-level sets as one embedding (each block standardised and length-normed,
+    # equal weight), e.g. the pretrained d-vector with MFCC statistics
+    joint_feature_sets: tuple[VectorSet, ...] = ("dvector", "mfcc60")
     # scoring back-ends tried for each embedding candidate, the lowest val EER kept: plain cosine;
     # norm = centre + length-norm; lda / wccn (fitted on enrolled train + background speakers);
     # asnorm = adaptive s-norm against the background speakers (skipped when there are none)
-    backends: tuple[Backend, ...] = ("plain", "norm", "lda+wccn", "asnorm", "lda+wccn+asnorm")
+    backends: tuple[Backend, ...] = ("plain", "norm", "wccn", "lda+wccn", "asnorm", "wccn+asnorm", "lda+wccn+asnorm")
     lda_dim: int = 64
     as_norm_top_n: int = 50
     calibration_methods: tuple[Literal["isotonic", "sigmoid"], ...] = ("isotonic", "sigmoid")
@@ -56,6 +60,8 @@ class SelectParams:
             raise ValueError("families must name at least one candidate family")
         if len(set(self.families)) != len(self.families):
             raise ValueError(f"families has duplicates: {list(self.families)}")
+        if len(self.joint_feature_sets) < 2 or len(set(self.joint_feature_sets)) != len(self.joint_feature_sets):
+            raise ValueError(f"joint_feature_sets must name >= 2 different sets, found {list(self.joint_feature_sets)}")
         if not self.backends:
             raise ValueError("backends must name at least one scoring back-end (plain: none)")
         if self.lda_dim < 1 or self.as_norm_top_n < 1:

@@ -6,13 +6,14 @@ Protocol (README "Selection"):
    *validation* metric among the runs *this pipeline run* trained (their ids come from the
    files the grid/ECAPA stages write, :mod:`voiceid.select.sources`): classifiers from the
    grid (``val_f1_weighted``, higher is better), ``ecapa`` (``val_eer``, lower is better),
-   and embedding baselines built here: ``cosine`` (the seed work's: standardised clip
-   statistics) and ``dvector`` (pretrained GE2E embeddings), cosine to per-speaker train
-   centroids.
-2. Calibration on enrolled val rows: classifiers via :func:`voiceid.select.calibration.calibrate_classifier`
-   (isotonic or sigmoid, chosen by cross-fitted log-loss); embedding models by a logistic
-   :class:`~voiceid.scoring.calibration.ScoreCalibrator` of probe-to-centroid cosines (val probes of
-   enrolled and val-unknown speakers against every enrolled centroid).
+   and embedding systems built here: ``cosine`` (the seed work's: standardised clip
+   statistics), ``dvector`` (pretrained GE2E embeddings) and ``joint`` (both as one
+   embedding), cosine to per-speaker train centroids behind the scoring back-end
+   (``select.backends``) with the lowest val EER.
+2. Calibration on val rows: classifiers via :func:`voiceid.select.calibration.calibrate_classifier`
+   (isotonic or sigmoid, chosen by cross-fitted loss); embedding systems by a logistic
+   :class:`~voiceid.scoring.calibration.ScoreCalibrator` of the top-1 score, the statistic they
+   decide on (val probes of enrolled and val-unknown speakers; target: the top speaker is right).
 3. Open-set thresholds on val probes (enrolled val + val-unknown speakers): F-beta, TPR@FPR
    and EER rules, all recorded; ``threshold_rule`` names the one used for decisions.
 4. Champion: the candidate with the best ``champion_metric`` on *val* -- or, when the val set

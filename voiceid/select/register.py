@@ -72,6 +72,15 @@ def version_tags(champion: Champion, summary: Mapping[str, Any], tags: Mapping[s
     return {**out, **tags}
 
 
+MODEL_DESCRIPTION = """voiceid champions: open-set speaker identification (*is this person enrolled, and who?*).
+
+Each version is the model one `dvc repro` selected on validation data among every grid family,
+embedding system and fusion candidate, then scored once on test; the alias **@champion** names
+the current one, and each version's description gives its family, feature set, threshold and
+test figures. Use it with `voiceid identify --model models:/<name>@champion`, `voiceid enroll`,
+or `mlflow models serve -m models:/<name>@champion`."""
+
+
 def version_description(champion: Champion, summary: Mapping[str, Any], tags: Mapping[str, str]) -> str:
     """Markdown the registry shows on the version page: family, features, threshold, val/test figures, data, code."""
     champ, n = summary["champion"], summary.get("n_probes", {})
@@ -137,6 +146,8 @@ def register_champion(
         alias="champion",
         tags={**version_tags(champion, summary, tags), "select_run_id": run_id},
         description=version_description(champion, summary, tags),
+        model_description=MODEL_DESCRIPTION,
+        model_tags={"task": "open-set speaker identification", "pipeline": "voiceid (dvc repro)"},
     )
     return {
         "run_id": run_id,

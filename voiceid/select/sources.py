@@ -39,9 +39,9 @@ def find_sources(params: SelectParams, runs_dir: str | Path, trained: Sequence[s
     for family in params.families:
         if family == "fusion":
             continue  # built by select from the other candidates
-        if family in ("cosine", "dvector"):
-            feature_set = params.cosine_feature_set if family == "cosine" else "dvector"
-            sources.append(Source(family, "embedding", feature_set))
+        if family in ("cosine", "dvector", "joint"):
+            sets = {"cosine": params.cosine_feature_set, "dvector": "dvector", "joint": "+".join(params.joint_feature_sets)}
+            sources.append(Source(family, "embedding", sets[family]))
             continue
         if family not in trained:
             skipped[family] = "not trained by this pipeline (not in grid.families)"
@@ -71,7 +71,7 @@ def find_sources(params: SelectParams, runs_dir: str | Path, trained: Sequence[s
 
 
 def load_sources(sources: Sequence[Source]) -> list[tuple[Source, Any]]:
-    """Each source with its model loaded from its MLflow URI (``cosine`` has none)."""
+    """Each source with its model loaded from its MLflow URI (``cosine``, ``dvector``, ``joint`` have none)."""
     out = []
     for s in sources:
         if s.model_uri is None:

@@ -319,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     from voiceid.analysis import summary  # `voiceid report`: the selection at a glance (voiceid/analysis/summary.py)
 
     summary.add_report_command(sub)
+
+    from voiceid.tracking import ui  # `voiceid ui`: mlflow ui opened on the training runs (voiceid/tracking/ui.py)
+
+    ui.add_ui_command(sub)
     return parser
 
 

@@ -14,17 +14,23 @@ from voiceid.features.signal import feature_vector, logmel
 
 @dataclass(frozen=True)
 class FrontEnd:
-    """How a waveform becomes model input: a clip-level vector set, or ``logmel`` frames."""
+    """How a waveform becomes model input: a clip-level vector set, ``logmel`` frames, or a
+    pair of clip-level inputs for a joint set ``"a+b"`` (``"a+b+c"``: ``(a, (b, c))``), as
+    ``FeatureBank.rows`` gives them.
+    """
 
     feature_set: str
     params: FeatureParams
 
-    def __call__(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    def __call__(self, wave: np.ndarray, sample_rate: int) -> Any:
         wave = np.asarray(wave, dtype=np.float32).ravel()
         if self.feature_set == "logmel":
             return logmel(wave, sample_rate, self.params)  # (n_frames, n_mels)
         if self.feature_set in VECTOR_SETS:
             return feature_vector(self.feature_set, wave, sample_rate, self.params)  # (dim,)
+        first, _, rest = self.feature_set.partition("+")
+        if rest and first in VECTOR_SETS:  # nested to the right, as FeatureBank.rows pairs the tables
+            return feature_vector(first, wave, sample_rate, self.params), FrontEnd(rest, self.params)(wave, sample_rate)
         raise ValueError(f"unknown feature set {self.feature_set!r}")
 
 
@@ -41,6 +47,45 @@ class StatsEmbedder:
     def embed(self, inputs: list[np.ndarray]) -> NDArray[np.float64]:
         X = np.stack([np.asarray(x, dtype=np.float64).ravel() for x in inputs])  # (n, dim)
         return np.asarray(self.scaler.transform(X), dtype=np.float64)
+
+
+def leaves(x: Any) -> list[np.ndarray]:
+    """The blocks of a (possibly nested) joint input, in order: ``(a, (b, c))`` -> ``[a, b, c]``."""
+    return [leaf for part in x for leaf in leaves(part)] if isinstance(x, tuple) else [x]
+
+
+class JointEmbedder:
+    """Several clip-level sets as one embedding: each block standardised (train-fitted scaler),
+    length-normalised and weighted ``1/sqrt(n_blocks)``, then concatenated.
+
+    The cosine of two joint embeddings is the mean of the blocks' cosines, so a pretrained
+    encoder (``dvector``) and spectral statistics (``mfcc60``) vote equally whatever their
+    widths; the scoring back-end (WCCN, LDA, AS-norm) then works on the joint space, and a
+    gallery enrolled with it is one vector per speaker like any other.
+
+    >>> import numpy as np
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))
+    >>> joint = JointEmbedder([StandardScaler().fit(a), StandardScaler().fit(b)])
+    >>> e = joint.embed(list(zip(a, b)))
+    >>> e.shape, bool(np.allclose(np.linalg.norm(e, axis=1), 1.0))
+    ((5, 6), True)
+    """
+
+    def __init__(self, scalers: list[Any]) -> None:
+        self.scalers = scalers
+
+    def embed(self, inputs: list[Any]) -> NDArray[np.float64]:
+        flat = [leaves(x) for x in inputs]
+        if any(len(x) != len(self.scalers) for x in flat):
+            raise ValueError(f"joint inputs need {len(self.scalers)} blocks each")
+        blocks = []
+        for j, scaler in enumerate(self.scalers):
+            X = np.stack([np.asarray(x[j], dtype=np.float64).ravel() for x in flat])  # (n, dim_j)
+            Z = np.asarray(scaler.transform(X), dtype=np.float64)
+            blocks.append(Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12))
+        return np.concatenate(blocks, axis=1) / np.sqrt(len(blocks))  # (n, sum of dims), unit norm
 
 
 class EcapaEmbedder:

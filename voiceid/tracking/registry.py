@@ -16,14 +16,22 @@ def register_model(
     alias: str | None = None,
     tags: Mapping[str, Any] | None = None,
     description: str | None = None,
+    model_description: str | None = None,
+    model_tags: Mapping[str, Any] | None = None,
 ) -> str:
     """Register ``model_uri`` as a new version of ``name`` (with ``tags`` and ``description``); point ``alias`` at it.
 
-    Returns the version. The description is what the registry's version page shows first.
+    Returns the version. ``description`` is what the registry's version page shows first;
+    ``model_description`` / ``model_tags`` describe the registered model itself (its page
+    in the registry list), whatever version is current.
     """
     mlflow = import_mlflow()
     client = mlflow.MlflowClient()
     version = mlflow.register_model(model_uri, name, tags=str_tags(tags or {}) or None).version
+    if model_description:
+        client.update_registered_model(name, description=model_description)
+    for key, value in str_tags(model_tags or {}).items():
+        client.set_registered_model_tag(name, key, value)
     if description:
         client.update_model_version(name, version, description=description)
     if alias:
