@@ -16,6 +16,7 @@ threshold, and the champion metric actually used.
 Usage:
     .venv/bin/python benchmarks/openset_compare.py [--corpus az_digits librispeech] [--n-trials 6]
         [--families svc mlp knn logreg] [--feature-sets mfcc60 seed498 dvector] [--ecapa-trials 1] [--n-bootstrap 500]
+        [--ecapa-train enrolled|background|both] [--az-background 15]
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from _azdigits import REPO, add_work_dir, open_work_dir, prepare_and_featurise, 
 CORPORA = {"az_digits": REPO.parent / "shared" / "data" / "az_digits", "librispeech": REPO.parent / "shared" / "data" / "librispeech_excerpts"}
 
 
-def plan(corpus: str, background: int):  # noqa: ANN201
+def plan(corpus: str, background: int, az_background: int = 0):  # noqa: ANN201
     from voiceid.data.prepare import PrepareParams
 
-    if corpus == "az_digits":
+    if corpus == "az_digits":  # --az-background N: N of the 40 enrolled speakers become background (20 clips each)
         return PrepareParams(adapter="folder", source=str(CORPORA[corpus]), min_utts=20, utts_per_speaker=20, train_per_speaker=5,
-                             val_per_speaker=3, n_enrolled=40, n_unknown=19, unknown_utts_per_speaker=20,
-                             n_background=0, unknown_val_fraction=0.5, split_by="utterance", seed=42)
+                             val_per_speaker=3, n_enrolled=40 - az_background, n_unknown=19, unknown_utts_per_speaker=20,
+                             n_background=az_background, unknown_val_fraction=0.5, split_by="utterance", seed=42)
     return PrepareParams(adapter="folder", source=str(CORPORA[corpus]), min_utts=10, utts_per_speaker=10, train_per_speaker=5,
                          val_per_speaker=2, unknown_utts_per_speaker=1, n_background=background,
                          unknown_val_fraction=0.5, group_pattern=r"^[^-]+-([^-]+)-", seed=42)
@@ -68,7 +69,7 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
     sets = tuple(dict.fromkeys([*args.feature_sets, "mfcc60", "dvector", "logmel"]))
     t0 = time.perf_counter()
-    ws = prepare_and_featurise(work, plan(corpus, args.background), sets)
+    ws = prepare_and_featurise(work, plan(corpus, args.background, args.az_background), sets)
     m = ws.manifest
     print(f"\n== {corpus}: speakers {m.groupby('role')['speaker'].nunique().to_dict()}, "
           f"utterances {m.groupby(['role', 'split']).size().to_dict()} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ecapa-trials", type=int, default=1)
     parser.add_argument("--ecapa-train", default="both", choices=["enrolled", "background", "both"])
     parser.add_argument("--background", type=int, default=100, help="librispeech: single-utterance speakers used as background")
+    parser.add_argument("--az-background", type=int, default=0, help="az_digits: enrolled speakers turned background (all 20 clips)")
     parser.add_argument("--n-bootstrap", type=int, default=500)
     add_work_dir(parser, "openset_compare")
     args = parser.parse_args(argv)

@@ -32,21 +32,35 @@ class EcapaData:
     test: Utterances
     background: Utterances = Utterances([], np.array([], dtype=str), np.array([], dtype=str))
 
-    def training(self, speakers: str) -> Utterances:
+    def training(self, speakers: str, min_utts: int = 1) -> Utterances:
         """What the network learns from: ``enrolled`` train rows, ``background`` speakers, or ``both``.
 
         Background speakers are never enrolled and never probes, so an embedder trained on
         them alone is judged on voices it has never heard, as a pretrained encoder is.
+        Speakers with fewer than ``min_utts`` clips are left out (logged): a class of one clip
+        shows the margin loss no within-speaker variability.
         """
         parts = {"enrolled": [self.train], "background": [self.background], "both": [self.train, self.background]}[speakers]
-        parts = [u for u in parts if len(u.feats)]
-        if not parts or len({s for u in parts for s in u.speakers}) < 2:
-            raise EcapaError(f"ecapa.train_speakers={speakers!r}: need at least 2 training speakers (prepare.n_background?)")
-        return Utterances(
-            [f for u in parts for f in u.feats],
-            np.concatenate([u.speakers for u in parts]),
-            np.concatenate([u.utt_ids for u in parts]),
-        )
+        feats = [f for u in parts for f in u.feats]
+        spk = np.concatenate([u.speakers for u in parts]) if parts else np.array([], dtype=str)
+        ids = np.concatenate([u.utt_ids for u in parts]) if parts else np.array([], dtype=str)
+        names, counts = np.unique(spk, return_counts=True)
+        few = set(names[counts < min_utts].tolist())
+        if few:
+            log.info(
+                "ecapa: %d speaker(s) with < %d training clips left out of training: %s",
+                len(few),
+                min_utts,
+                ", ".join(sorted(few)[:10]) + (" ..." if len(few) > 10 else ""),
+            )
+        keep = np.flatnonzero(~np.isin(spk, list(few)))
+        if len(set(spk[keep].tolist())) < 2:
+            raise EcapaError(
+                f"ecapa.train_speakers={speakers!r}: need at least 2 training speakers with >= {min_utts} clips "
+                f"(ecapa.min_utts_per_speaker), found {len(set(spk[keep].tolist()))}; {len(few)} had fewer "
+                "(prepare.n_background? background speakers with one clip each cannot train the network)"
+            )
+        return Utterances([feats[i] for i in keep], spk[keep], ids[keep])
 
     @property
     def fingerprint(self) -> str:

@@ -46,11 +46,16 @@ class EcapaParams:
     max_nontarget: int | None = 50000  # cap on non-target trials per split (seeded subset)
     # who the network learns from: enrolled train rows, background speakers (prepare.n_background), or both
     train_speakers: Literal["enrolled", "background", "both"] = "both"
+    # a speaker with fewer training clips teaches the margin loss nothing about its own
+    # variability (a one-clip class is just noise to it): such speakers are left out of training
+    min_utts_per_speaker: int = 2
     model: EcapaConfig = field(default_factory=EcapaConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchSpace = field(default_factory=SearchSpace)
 
     def check(self) -> None:
+        if self.min_utts_per_speaker < 1:
+            raise ValueError(f"min_utts_per_speaker must be >= 1, found {self.min_utts_per_speaker}")
         s, t = self.search, self.train
         if self.model.channels not in s.channels:
             raise ValueError(f"model.channels {self.model.channels} is not among search.channels {list(s.channels)}")

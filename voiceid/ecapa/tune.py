@@ -152,7 +152,8 @@ def run_ecapa(
     """
     device = pick_device(params.device)
     ctx = distributed.current()
-    fit = data.training(params.train_speakers)  # enrolled speakers are only enrolled unless train_speakers says so
+    # enrolled speakers are only enrolled unless train_speakers says so
+    fit = data.training(params.train_speakers, params.min_utts_per_speaker)
     space, train_labels = params.search, _label_codes(fit.speakers)
     settings = {k: v for k, v in as_dict(params).items() if k not in ("device", "threads")}  # results do not depend on them
     run_key = hashlib.sha256((data.fingerprint + json.dumps(settings, sort_keys=True, default=str)).encode())

@@ -3,8 +3,9 @@
 Layout of the tracking store (see README "Experiment tracking"):
 
 * one experiment per dataset/feature-set grid, named ``voiceid/<dataset>/<feature_set>``
-  (:func:`experiment_name`), tagged ``mlflow.experimentKind=custom_model_development`` so the
-  MLflow UI opens it on its training runs (:func:`set_experiment`);
+  (:func:`experiment_name`), tagged ``mlflow.experimentKind=custom_model_development``
+  (a model-training experiment; MLflow 3.17's UI picks its view from the ``workflowType`` link
+  parameter instead, which :mod:`~voiceid.tracking.ui` -- ``voiceid ui`` -- puts in its links);
 * one *study* run per Optuna study (tag ``stage=study``), with one nested *trial* run per
   trial (tag ``stage=trial``, ``mlflow.parentRunId`` = the study run);
 * one *final* run per study (tag ``stage=final``): the best configuration refitted, with
@@ -19,9 +20,10 @@ Modules: :mod:`~voiceid.tracking.config` (URI, telemetry, run identity),
 :mod:`~voiceid.tracking.models` (logging/loading models),
 :mod:`~voiceid.tracking.registry` (model registry), :mod:`~voiceid.tracking.datasets`
 (the manifest as a run's dataset input), :mod:`~voiceid.tracking.query`
-(finding runs), :mod:`~voiceid.tracking.pyfunc` (the champion's pyfunc class; imported
-on demand because it imports mlflow). Callers use the names re-exported here:
-``from voiceid import tracking; tracking.search_best_run(...)``.
+(finding runs), :mod:`~voiceid.tracking.ui` (``voiceid ui``: ``mlflow ui`` and its links),
+:mod:`~voiceid.tracking.pyfunc` (the champion's pyfunc class; imported on demand because it
+imports mlflow). Callers use the names re-exported here:
+``from voiceid import tracking; tracking.get_runs(...)``.
 """
 
 from voiceid.tracking._common import STAGE_TAG, Flavor, Stage
