@@ -12,7 +12,7 @@ On ../shared/data/az_digits (59 speakers x 20 spoken digits, ~1 s each), seeded:
 
 Usage:
     .venv/bin/python benchmarks/enroll_az_digits.py [--families svc logreg] [--n-trials 4] [--ecapa]
-                                                    [--seeds 42 43 44] [--work-dir DIR]
+                                                    [--seeds 42 43 44] [--background 0.25] [--work-dir DIR]
 
 Prints the accuracy on the new speakers' remaining files, how many were called unknown, the
 share of strangers' files called unknown, and the cost the store has on the model's own speakers.
@@ -66,13 +66,16 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = [(str(f), s) for s in speakers for f in sorted((DATA / s).glob("*.wav"))]
     pd.DataFrame(rows, columns=["path", "speaker"]).to_csv(work / "pipeline_files.csv", index=False)
-    n_enrolled = round(len(speakers) * 2 / 3)
+    # --background: a share of the pipeline's speakers is background (prepare.n_background, as the default
+    # params.yaml has): the scoring back-end's training speakers and the AS-norm cohort, never probes
+    n_background = round(len(speakers) * args.background)
+    n_enrolled = round((len(speakers) - n_background) * 2 / 3)
     ws = prepare_and_featurise(
         work,
         PrepareParams(adapter="csv", source=str(work / "pipeline_files.csv"), min_utts=13, utts_per_speaker=20,
                       train_per_speaker=8, val_per_speaker=4, n_enrolled=n_enrolled,
-                      n_unknown=len(speakers) - n_enrolled, unknown_utts_per_speaker=10, order="random",
-                      seed=args.seed),
+                      n_unknown=len(speakers) - n_background - n_enrolled, unknown_utts_per_speaker=10,
+                      n_background=n_background, order="random", seed=args.seed),
         ("mfcc60", "dvector", "logmel") if args.ecapa else ("mfcc60", "dvector"),
     )
     manifest, fparams, tags = ws.manifest, ws.fparams, ws.tags
@@ -215,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-new", type=int, nargs="*", default=[3], help="new speakers per draw; several values: one table each")
     parser.add_argument("--n-strangers", type=int, default=8)
     parser.add_argument("--enroll-files", type=int, default=5)
+    parser.add_argument("--background", type=float, default=0.0,
+                        help="share of the pipeline's speakers made background (AS-norm cohort, back-end training)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44], help="one held-out draw per seed")
     add_work_dir(parser, "enroll_az_digits")
     args = parser.parse_args(argv)

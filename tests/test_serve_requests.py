@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,16 +31,36 @@ def champion() -> Champion:
 
 @pytest.fixture
 def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every file the served model decodes (the loader is the only way a row's file is read)."""
+    """Every file the served model decodes (the loaders are the only way a row's file is read)."""
     calls: list[str] = []
-    real = request.load_audio
+    real, real_file = request.load_audio, request.load_audio_file
 
     def recording(path: Any, target_sr: int = 16000) -> Any:
         calls.append(str(path))
         return real(path, target_sr)
 
+    def recording_file(file: Any, name: Any, target_sr: int = 16000) -> Any:
+        calls.append(str(name))
+        return real_file(file, name, target_sr)
+
     monkeypatch.setattr(request, "load_audio", recording)
+    monkeypatch.setattr(request, "load_audio_file", recording_file)
     return calls
+
+
+@pytest.fixture
+def opened_inodes(monkeypatch: pytest.MonkeyPatch) -> set[int]:
+    """The inode of every file ``os.open`` opens: what was actually opened, whatever name led there."""
+    inodes: set[int] = set()
+    real = os.open
+
+    def recording(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real(path, flags, *args, **kwargs)
+        inodes.add(os.fstat(fd).st_ino)
+        return fd
+
+    monkeypatch.setattr(request.os, "open", recording)
+    return inodes
 
 
 def b64(path: Path) -> str:
@@ -49,7 +71,9 @@ def answers(champion: Champion, rows: list[dict[str, Any]], **kw: Any) -> pd.Dat
     return champion.predict_frame(pd.DataFrame(rows), **kw)
 
 
-def test_paths_outside_the_root_are_refused_and_never_opened(champion: Champion, tmp_path: Path, opened: list[str]) -> None:
+def test_paths_outside_the_root_are_refused_and_never_opened(
+    champion: Champion, tmp_path: Path, opened: list[str], opened_inodes: set[int]
+) -> None:
     root = tmp_path / "root"
     inside = write_wav(root / "in.wav", synth_voice(seed=1, seconds=1.0))
     secret = write_wav(tmp_path / "secret.wav", synth_voice(seed=2, seconds=1.0))  # real audio, outside the root
@@ -64,12 +88,90 @@ def test_paths_outside_the_root_are_refused_and_never_opened(champion: Champion,
         assert got.loc[i, "error"] == f"forbidden: path {name!r} is outside the server's audio root", name
         assert pd.isna(got.loc[i, "speaker"]) and np.isnan(got.loc[i, "score"])
     assert opened == [str(inside), str(inside)]  # the refused rows' files were never opened
+    assert secret.stat().st_ino not in opened_inodes and inside.stat().st_ino in opened_inodes
 
     opened.clear()
     off = answers(champion, [{"path": "in.wav"}, {"path": str(inside)}])  # no root: server-side paths are off
     assert off["error"].str.startswith("forbidden: server-side files are off on this server (path").all() and opened == []
     with pytest.raises(ValueError, match="not a directory"):
         answers(champion, [{"path": "in.wav"}], audio_root=inside)
+
+
+def swap_after_check(monkeypatch: pytest.MonkeyPatch, swap: Callable[[], None]) -> None:
+    """The race: ``swap`` runs right after a row's path passed the check, before the server opens it."""
+    real = request.confine
+
+    def confine_then_swap(*args: Any, **kwargs: Any) -> Path:
+        resolved = real(*args, **kwargs)
+        swap()
+        return resolved
+
+    monkeypatch.setattr(request, "confine", confine_then_swap)
+
+
+def hide_proc_fd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A system without ``/proc/self/fd``: the open file is checked by re-resolving its name instead."""
+    real = os.path.islink
+    monkeypatch.setattr(request.os.path, "islink", lambda p: False if str(p).startswith("/proc/self/fd/") else real(p))
+
+
+@pytest.mark.parametrize("proc", [True, False], ids=["proc", "no-proc"])
+def test_a_file_swapped_for_a_symlink_after_the_check_is_never_opened(
+    champion: Champion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opened: list[str], opened_inodes: set[int], proc: bool
+) -> None:
+    root = tmp_path / "root"
+    victim = write_wav(root / "in.wav", synth_voice(seed=1, seconds=1.0))
+    secret = write_wav(tmp_path / "secret.wav", synth_voice(seed=2, seconds=1.0))
+
+    def swap() -> None:
+        victim.unlink()
+        os.symlink(secret, victim)
+
+    swap_after_check(monkeypatch, swap)
+    if not proc:
+        hide_proc_fd(monkeypatch)
+    got = answers(champion, [{"path": "in.wav"}], audio_root=root)
+    assert got.loc[0, "error"] == "forbidden: path 'in.wav' is outside the server's audio root" and pd.isna(got.loc[0, "speaker"])
+    assert secret.stat().st_ino not in opened_inodes and opened == []  # not even opened, let alone decoded
+
+
+@pytest.mark.parametrize("proc", [True, False], ids=["proc", "no-proc"])
+def test_a_folder_swapped_for_a_symlink_after_the_check_is_refused_once_open(
+    champion: Champion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opened: list[str], opened_inodes: set[int], proc: bool
+) -> None:
+    root = tmp_path / "root"
+    write_wav(root / "sub" / "in.wav", synth_voice(seed=1, seconds=1.0))
+    secret = write_wav(tmp_path / "elsewhere" / "in.wav", synth_voice(seed=2, seconds=1.0))  # same name, outside
+
+    def swap() -> None:  # O_NOFOLLOW guards the last component only: open() follows this one
+        (root / "sub").rename(root / "was-sub")
+        os.symlink(secret.parent, root / "sub")
+
+    swap_after_check(monkeypatch, swap)
+    if not proc:
+        hide_proc_fd(monkeypatch)
+    got = answers(champion, [{"path": "sub/in.wav"}], audio_root=root)
+    assert got.loc[0, "error"] == "forbidden: path 'sub/in.wav' is outside the server's audio root" and pd.isna(
+        got.loc[0, "speaker"]
+    )
+    assert secret.stat().st_ino in opened_inodes  # the race was really run: the open reached the outside file...
+    assert opened == []  # ...and the check on the open file refused it before a byte was decoded
+
+
+def test_a_fifo_under_the_root_is_refused_without_hanging(champion: Champion, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    got: list[pd.DataFrame] = []
+    worker = threading.Thread(
+        target=lambda: got.append(answers(champion, [{"path": "pipe.wav"}], audio_root=tmp_path)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():  # blocked opening the FIFO: give it a writer so the thread can finish
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(timeout=30)
+        pytest.fail("opening a FIFO under the root blocked the request")
+    assert got[0].loc[0, "error"] == "unreadable: expected an existing file, found no such file"  # as load_audio words it
 
 
 def test_base64_and_waveform_give_the_same_answer_as_the_path(champion: Champion, tmp_path: Path, opened: list[str]) -> None:

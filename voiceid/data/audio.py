@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -98,23 +100,28 @@ class Clip:
         return self.wave.shape[0] / self.sample_rate
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """Decode to (n_samples, channels) float32; soundfile first, librosa's fallbacks second."""
+def _decode(path: Path, file: BinaryIO | None = None) -> tuple[np.ndarray, int]:
+    """Decode to (n_samples, channels) float32; soundfile first, librosa's fallbacks second.
+
+    With ``file`` (already open) the bytes come from it alone; ``path`` then only names it.
+    """
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(str(path) if file is None else file, dtype="float32", always_2d=True)
         return data, int(sr)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as sf_exc:
+        # soundfile names an open file by its repr; say the name, as for a path
+        sf_error = str(sf_exc) if file is None else str(sf_exc).replace(repr(file), repr(str(path)))
         if path.suffix.lower() in (".wav", ".flac", ".ogg"):
             # libsndfile owns these containers; a failure there means the bytes are bad.
-            raise UnreadableAudioError(path, "a decodable audio file", f"decoder error: {sf_exc}") from sf_exc
+            raise UnreadableAudioError(path, "a decodable audio file", f"decoder error: {sf_error}") from sf_exc
         try:
             import librosa  # deferred: heavy import, needed only for mp3/m4a fallbacks
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                data, sr = librosa.load(str(path), sr=None, mono=False)
+                data, sr = librosa.load(str(path) if file is None else _reopenable(file), sr=None, mono=False)
         except Exception as exc:  # audioread raises a zoo of types, some with empty messages
-            found = f"libsndfile: {sf_exc}; audioread: {type(exc).__name__} {exc}".rstrip()
+            found = f"libsndfile: {sf_error}; audioread: {type(exc).__name__} {exc}".rstrip()
             raise UnreadableAudioError(path, "a decodable audio file", found) from exc
         data = np.atleast_2d(np.asarray(data, dtype=np.float32)).T
         return data, int(sr)
@@ -136,7 +143,39 @@ def load_audio(
         raise UnreadableAudioError(path, "an existing file", "no such file")
     if path.stat().st_size == 0:
         raise EmptyAudioError(path, "audio samples", "a 0-byte file")
-    data, sr = _decode(path)
+    return _clip(*_decode(path), path, target_sr)
+
+
+def load_audio_file(file: BinaryIO, name: str | os.PathLike[str], target_sr: int = 16000) -> Clip:
+    """:func:`load_audio` on a file already open for reading, e.g. one opened without following symlinks.
+
+    ``name`` is never opened: it labels errors and its suffix picks the decoders, as the
+    path does for :func:`load_audio`.  Anything but a regular file is refused unread (a FIFO
+    or a device would block or never end).
+    """
+    name = Path(name)
+    st = os.fstat(file.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        raise UnreadableAudioError(name, "an existing file", "no such file")
+    if st.st_size == 0:
+        raise EmptyAudioError(name, "audio samples", "a 0-byte file")
+    return _clip(*_decode(name, file), name, target_sr)
+
+
+def _reopenable(file: BinaryIO) -> str | BinaryIO:
+    """A path that opens this very file (not whatever its name points at now), for decoders that need a path.
+
+    ``/proc/<pid>/fd/N`` rather than ``/proc/self``: audioread hands the path to an ffmpeg child.
+    """
+    proc = f"/proc/{os.getpid()}/fd/{file.fileno()}"
+    if os.path.exists(proc):
+        return proc
+    file.seek(0)  # no /proc: the open file itself, which soundfile (not audioread) can read
+    return file
+
+
+def _clip(data: np.ndarray, sr: int, path: Path, target_sr: int) -> Clip:
+    """A decoded (n_samples, channels) array as the pipeline's mono clip at ``target_sr``."""
     if data.shape[0] == 0:
         raise EmptyAudioError(path, "audio samples", "0 samples")
     if not np.isfinite(data).all():

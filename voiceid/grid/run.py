@@ -149,7 +149,10 @@ def _run_family(name: str, data: GridData, params: GridParams, base_tags: Mappin
         final_tags = {**tags, "study_run_id": srun.run_id, "best_trial": str(best.number), "objective": objective_name}
         run_params = {**hp, "seed": params.seed, "objective": objective_name, "refit_on": "train"}
         final = _final_classifier if kind == "classifier" else _final_clustering
-        run_id = final(name, hp, data, params, experiment, run_params, final_tags, log_model)
+        job = _FinalJob(
+            name, hp, data, params, experiment=experiment, run_params=run_params, tags=final_tags, log_model=log_model
+        )
+        run_id = final(job)
         tracking.annotate_run(srun.run_id, tags={"final_run_id": run_id})
         return run_id
 
@@ -178,16 +181,22 @@ def _run_family(name: str, data: GridData, params: GridParams, base_tags: Mappin
     )
 
 
-def _final_classifier(
-    name: str,
-    hp: dict[str, Any],
-    data: GridData,
-    params: GridParams,
-    experiment: str,
-    run_params: dict[str, Any],
-    tags: dict[str, str],
-    log_model: bool,
-) -> str:
+@dataclass(frozen=True)
+class _FinalJob:
+    """What a final refit needs, whichever kind of family: the chosen hyper-parameters and where to log."""
+
+    name: str
+    hp: dict[str, Any]
+    data: GridData
+    params: GridParams
+    experiment: str
+    run_params: dict[str, Any]  # the final run's params (hyper-parameters, seed, objective, refit_on)
+    tags: dict[str, str]
+    log_model: bool
+
+
+def _final_classifier(job: _FinalJob) -> str:
+    name, hp, data, params = job.name, job.hp, job.data, job.params
     family = classifiers.get_family(name)
     ctx = fit_context(data, params)
     pipe, fit_s = timed(lambda: classifiers.fit_classifier(family, hp, data.train.X, data.train.y, ctx))
@@ -198,12 +207,12 @@ def _final_classifier(
     cm = classification.confusion(data.test.y, classification.predict_labels(test_proba, classes), classes)
     title = f"{name} on {data.feature_set}: test f1_weighted {test_m['f1_weighted']:.3f}"
     run_id = tracking.log_final_run(
-        experiment,
+        job.experiment,
         f"{name}-final",
-        params=run_params,
+        params=job.run_params,
         metrics={**test_m, **_prefixed("val", val_m), **_prefixed("test", test_m), "fit_seconds": fit_s},
-        tags=tags,
-        model=pipe if log_model else None,
+        tags=job.tags,
+        model=pipe if job.log_model else None,
         input_example=data.train.X[:2],
         requirements=tracking.pip_requirements(*tracking.SKLEARN_REQUIREMENTS, *family.requirements),
         figures={"confusion_matrix.png": confusion_figure(cm, [str(c) for c in classes], title)},
@@ -212,16 +221,8 @@ def _final_classifier(
     return run_id
 
 
-def _final_clustering(
-    name: str,
-    hp: dict[str, Any],
-    data: GridData,
-    params: GridParams,
-    experiment: str,
-    run_params: dict[str, Any],
-    tags: dict[str, str],
-    log_model: bool,
-) -> str:
+def _final_clustering(job: _FinalJob) -> str:
+    name, hp, data, params = job.name, job.hp, job.data, job.params
     tune = tuning_cluster_data(data)
     _, tune_labels = clustering.fit_clusterer(name, hp, tune, params.seed)
     val_m = clustering.clustering_metrics(np.concatenate([data.train.y, data.val.y]), tune_labels)
@@ -234,12 +235,12 @@ def _final_clustering(
     cm = classification.confusion(data.test.y.astype(str), matched, np.asarray(axis))
     title = f"{name} on {data.feature_set}: test ARI {test_m['ari']:.3f}"
     run_id = tracking.log_final_run(
-        experiment,
+        job.experiment,
         f"{name}-final",
-        params={**run_params, "refit_on": "test rows (transductive clustering)"},
+        params={**job.run_params, "refit_on": "test rows (transductive clustering)"},
         metrics={**test_m, **_prefixed("val", val_m), **_prefixed("test", test_m), "fit_seconds": fit_s},
-        tags=tags,
-        model=pipe if log_model else None,
+        tags=job.tags,
+        model=pipe if job.log_model else None,
         input_example=data.test.X[:2],
         figures={"confusion_matrix.png": confusion_figure(cm, axis, title)},
         json_artifacts={"classes.json": speakers, "feature_columns.json": list(data.feature_names)},

@@ -10,7 +10,9 @@ A row gives its audio in exactly one of three columns:
   ``VOICEID_AUDIO_ROOT=DIR`` (:data:`AUDIO_ROOT_ENV`) reads files under ``DIR`` only: a relative
   path is taken under ``DIR``, symlinks and ``..`` are resolved (:meth:`Path.resolve`) first,
   and a path that resolves outside ``DIR`` is refused without being opened.  The same rule
-  applies to the ``gallery`` request param.
+  applies to the ``gallery`` request param.  A ``path`` row's file is then opened without
+  following a symlink and checked again once open (:func:`open_confined`), so a symlink
+  swapped in after the check cannot lead the read outside ``DIR``.
 
 Every row is then checked as ``voiceid identify`` checks a file (:class:`RowRules`, the CLI's
 defaults): unreadable, empty, NaN/inf samples, too short, silent -- plus bounds on what a
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
 import tempfile
 import threading
@@ -34,13 +37,22 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 import soxr
 
-from voiceid.data.audio import AudioError, Clip, EmptyAudioError, InvalidSamplesError, load_audio, validate_clip
+from voiceid.data.audio import (
+    AudioError,
+    Clip,
+    EmptyAudioError,
+    InvalidSamplesError,
+    UnreadableAudioError,
+    load_audio,
+    load_audio_file,
+    validate_clip,
+)
 from voiceid.scoring.centroids import Centroids
 from voiceid.serve.gallery import load_gallery
 from voiceid.serve.store import DATA_FILE, EnrollmentStore
@@ -118,15 +130,71 @@ def confine(name: Any, root: Path | None, what: str = "path") -> Path:
         )
     if not isinstance(name, str) or not name or "\x00" in name:
         raise RowError("bad_row", f"{what} must be a non-empty string")
-    shown = repr(name if len(name) <= 200 else name[:200] + "...")
     candidate = Path(name)  # no ~ expansion: "~/x" is a name under the root like any other
     try:
         resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop
-        raise RowError("forbidden", f"{what} {shown} cannot be resolved ({type(exc).__name__})") from exc
+        raise RowError("forbidden", f"{what} {_shown(name)} cannot be resolved ({type(exc).__name__})") from exc
     if not resolved.is_relative_to(root):
-        raise RowError("forbidden", f"{what} {shown} is outside the server's audio root")
+        raise _outside(name, what)
     return resolved
+
+
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= 200 else name[:200] + "...")
+
+
+def _outside(name: str, what: str) -> RowError:
+    return RowError("forbidden", f"{what} {_shown(name)} is outside the server's audio root")
+
+
+def open_confined(name: str, resolved: Path, root: Path) -> BinaryIO:
+    """Open :func:`confine`'s ``resolved`` for reading, refusing anything that is not, once open, a file under ``root``.
+
+    The name may have changed since it was resolved.  ``O_NOFOLLOW`` refuses a symlink swapped
+    in for the file itself before anything is opened (a FIFO or device behind it is never
+    touched); a swapped-in directory symlink is followed by ``open``, so the open file is then
+    checked by what the kernel says it is.  ``O_NONBLOCK``: a FIFO must not hang the request.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(resolved, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the last component is a symlink now
+            raise _outside(name, "path") from None
+        missing = exc.errno in (errno.ENOENT, errno.ENOTDIR)  # worded as load_audio words it
+        raise UnreadableAudioError(
+            resolved, "an existing file", "no such file" if missing else str(exc.strerror).lower()
+        ) from None
+    try:
+        if not _opened_under(fd, resolved, root):
+            raise _outside(name, "path")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _opened_under(fd: int, resolved: Path, root: Path) -> bool:
+    """Whether the file open on ``fd`` lies under ``root``, whatever its name points at by now."""
+    proc = f"/proc/self/fd/{fd}"
+    if os.path.islink(proc):  # Linux: the kernel's symlink-free path of the open file, never re-resolved
+        return Path(os.readlink(proc)).is_relative_to(root)
+    # elsewhere: the name must still resolve, symlink-free and under root, to this very file
+    try:
+        now = resolved.resolve(strict=True)
+        same = os.path.samestat(os.fstat(fd), os.stat(now))
+    except (OSError, RuntimeError):
+        return False
+    return now == resolved and same
+
+
+def read_confined(name: Any, root: Path | None, target_sr: int) -> Clip:
+    """A ``path`` row's clip: :func:`confine`, then decode from :func:`open_confined`'s file, never by name."""
+    resolved = confine(name, root)
+    assert root is not None  # confine refuses every name without a root
+    with open_confined(name, resolved, root) as f:
+        return load_audio_file(f, resolved, target_sr)
 
 
 def _missing(value: Any) -> bool:
@@ -206,7 +274,7 @@ def row_clip(rec: Mapping[str, Any], i: int, target_sr: int, root: Path | None, 
         raise RowError("bad_row", f"expected exactly one of 'path', 'waveform' (+ 'sample_rate'), 'audio_b64', found {found}")
     label = row_label(rec, i)
     if given[0] == "path":
-        clip = load_audio(confine(rec["path"], root), target_sr)
+        clip = read_confined(rec["path"], root, target_sr)
     elif given[0] == "waveform":
         clip = waveform_clip(rec["waveform"], rec.get("sample_rate"), target_sr, rules, label)
     else:
