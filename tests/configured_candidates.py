@@ -14,11 +14,15 @@ import yaml
 from voiceid.grid import clustering
 
 ALWAYS = frozenset({"cosine", "ecapa"})  # the seed's baseline (built by select) and the embedder the pipeline trains
+# embedding systems select builds from the feature tables, when their sets are computed
+BUILT = {"cosine": ("mfcc60",), "dvector": ("dvector",), "joint": ("dvector", "mfcc60")}
 
 
 def configured_candidates(params_path: Path) -> set[str]:
     """``select.families`` that this pipeline produces a model for: the grid's classifier
-    families, ``ecapa`` (its own stage) and ``cosine`` (built by select from the features).
+    families, ``ecapa`` (its own stage) and the embedding systems select builds from the
+    features (``cosine``, ``dvector``, ``joint``).  ``fusion`` is not in it: select builds it
+    only when val allows (it is skipped, with a reason, when every val answer is right).
 
     Asserts that the configuration asks for both ``cosine`` and ``ecapa``: the pipeline's
     selection is meant to compare the embedder with the baselines.
@@ -28,6 +32,14 @@ def configured_candidates(params_path: Path) -> set[str]:
     classifiers = {f for f in params["grid"]["families"] if f not in clustering.FAMILIES}
     missing = ALWAYS - families
     assert not missing, f"{params_path}: select.families {sorted(families)} lacks {sorted(missing)}"
-    expected = families & (classifiers | ALWAYS)
+    sets = set(params["features"]["sets"])
+    select = params["select"]
+    built = {
+        "cosine": (select.get("cosine_feature_set", "mfcc60"),),
+        "dvector": ("dvector",),
+        "joint": tuple(select.get("joint_feature_sets", BUILT["joint"])),
+    }
+    embeddings = {f for f, need in built.items() if set(need) <= sets}
+    expected = families & (classifiers | ALWAYS | embeddings)
     assert expected >= ALWAYS and expected - ALWAYS, f"{params_path}: no classifier family is both trained and selected"
     return expected

@@ -205,7 +205,7 @@ def test_real_pipeline_outputs(pipeline_run: PipelineRun, monkeypatch: pytest.Mo
     table = selection_tables.openset_table(selection)
     configured = configured_candidates(run.root / "params.yaml")  # select.families, not selection.json
     assert configured <= set(table.index), f"selection lost {sorted(configured - set(table.index))}"
-    assert table["champion"].sum() == 1 and table.index[table["champion"]][0] in configured
+    assert table["champion"].sum() == 1 and table.index[table["champion"]][0] in configured | {"fusion"}
     skipped = json.loads((run.root / "reports" / "selection.json").read_text())["skipped"]
     assert not configured & set(skipped), {f: skipped[f] for f in configured & set(skipped)}
     scores = selection_tables.read_table(src.select_plots / "scores.csv", ["score", "group", "threshold"])
