@@ -11,11 +11,11 @@ from pathlib import Path
 
 import yaml
 
+from voiceid.config import load_section
 from voiceid.grid import clustering
+from voiceid.select.params import SelectParams
 
 ALWAYS = frozenset({"cosine", "ecapa"})  # the seed's baseline (built by select) and the embedder the pipeline trains
-# embedding systems select builds from the feature tables, when their sets are computed
-BUILT = {"cosine": ("mfcc60",), "dvector": ("dvector",), "joint": ("dvector", "mfcc60")}
 
 
 def configured_candidates(params_path: Path) -> set[str]:
@@ -33,13 +33,8 @@ def configured_candidates(params_path: Path) -> set[str]:
     missing = ALWAYS - families
     assert not missing, f"{params_path}: select.families {sorted(families)} lacks {sorted(missing)}"
     sets = set(params["features"]["sets"])
-    select = params["select"]
-    built = {
-        "cosine": (select.get("cosine_feature_set", "mfcc60"),),
-        "dvector": ("dvector",),
-        "joint": tuple(select.get("joint_feature_sets", BUILT["joint"])),
-    }
-    embeddings = {f for f, need in built.items() if set(need) <= sets}
+    built = load_section(SelectParams, "select", params_path).built_feature_sets()
+    embeddings = {f for f, fs in built.items() if set(fs.split("+")) <= sets}
     expected = families & (classifiers | ALWAYS | embeddings)
     assert expected >= ALWAYS and expected - ALWAYS, f"{params_path}: no classifier family is both trained and selected"
     return expected

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from voiceid.scoring.openset import LOWER_IS_BETTER
-from voiceid.tracking.ui import training_runs_url
+from voiceid.tracking.ui import UI_URL, training_runs_url
 
 WIDTH = 100
 # Test figures per candidate row: key in selection.json -> column header.
@@ -38,7 +38,6 @@ LABELS = {
 }
 PERCENT = frozenset({"accuracy", "eer", "dir_far_1", "dir_far_5", "open_set_accuracy", "far", "frr", "dir"})
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` / `voiceid ui` serve by default
 
 
 class SummaryError(Exception):

@@ -54,10 +54,10 @@ class EcapaData:
                 ", ".join(sorted(few)[:10]) + (" ..." if len(few) > 10 else ""),
             )
         keep = np.flatnonzero(~np.isin(spk, list(few)))
-        if len(set(spk[keep].tolist())) < 2:
+        if len(names) - len(few) < 2:
             raise EcapaError(
                 f"ecapa.train_speakers={speakers!r}: need at least 2 training speakers with >= {min_utts} clips "
-                f"(ecapa.min_utts_per_speaker), found {len(set(spk[keep].tolist()))}; {len(few)} had fewer "
+                f"(ecapa.min_utts_per_speaker), found {len(names) - len(few)}; {len(few)} had fewer "
                 "(prepare.n_background? background speakers with one clip each cannot train the network)"
             )
         return Utterances([feats[i] for i in keep], spk[keep], ids[keep])

@@ -237,11 +237,8 @@ def _best_embedding_variant(
     Xt, yt = bank.rows(fs, "enrolled", "train")
     Xb, yb = bank.rows(fs, "background", "train")
     if model is None and "+" in fs:  # joint: e.g. the pretrained d-vector and MFCC statistics
-        rows = list(Xt) + list(Xb)
-        n_blocks = len(fs.split("+"))
-        base: Any = JointEmbedder(
-            [StandardScaler().fit(np.stack([leaves(r)[j] for r in rows]).astype(np.float64)) for j in range(n_blocks)]
-        )
+        blocks = list(zip(*(leaves(r) for r in [*Xt, *Xb]), strict=True))  # per block: its rows
+        base: Any = JointEmbedder([StandardScaler().fit(np.stack(b).astype(np.float64)) for b in blocks])
     elif model is None:  # built here from the training rows: cosine (MFCC stats) or dvector (pretrained)
         fit_rows = np.asarray(list(Xt) + list(Xb), dtype=np.float64)
         base = StatsEmbedder(StandardScaler().fit(fit_rows))

@@ -81,6 +81,14 @@ class SelectParams:
         if not self.registered_model.strip():
             raise ValueError("registered_model must not be empty")
 
+    def built_feature_sets(self) -> dict[str, str]:
+        """Feature set of each embedding system select builds from the tables (no trained model).
+
+        >>> SelectParams().built_feature_sets()["joint"]
+        'dvector+mfcc60'
+        """
+        return {"cosine": self.cosine_feature_set, "dvector": "dvector", "joint": "+".join(self.joint_feature_sets)}
+
     def champion_metric_for(self, n_unknown: int) -> tuple[str, str]:
         """The metric that picks the champion with ``n_unknown`` val-unknown probes, and why.
 

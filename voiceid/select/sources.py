@@ -36,12 +36,12 @@ def find_sources(params: SelectParams, runs_dir: str | Path, trained: Sequence[s
     """
     sources: list[Source] = []
     skipped: dict[str, str] = {}
+    built = params.built_feature_sets()
     for family in params.families:
         if family == "fusion":
             continue  # built by select from the other candidates
-        if family in ("cosine", "dvector", "joint"):
-            sets = {"cosine": params.cosine_feature_set, "dvector": "dvector", "joint": "+".join(params.joint_feature_sets)}
-            sources.append(Source(family, "embedding", sets[family]))
+        if family in built:
+            sources.append(Source(family, "embedding", built[family]))
             continue
         if family not in trained:
             skipped[family] = "not trained by this pipeline (not in grid.families)"

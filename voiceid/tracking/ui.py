@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from typing import Any
 
 ML_VIEW = "workflowType=machine_learning"
+HOST, PORT = "127.0.0.1", 5000  # `mlflow ui`'s own defaults
+UI_URL = f"http://{HOST}:{PORT}"
 
 
 def training_runs_url(base: str, experiment_id: str) -> str:
@@ -121,8 +123,8 @@ def add_ui_command(sub: Any) -> None:
     """Register ``voiceid ui`` on the ``voiceid`` command's subparsers."""
     p = sub.add_parser("ui", help="MLflow's UI over the project's runs, opened on an experiment's training runs")
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default=HOST, help=f"address to bind (default {HOST}: this machine only)")
+    p.add_argument("--port", type=int, default=PORT)
     p.add_argument("--experiment", default=None, help="experiment to open (default: the first training experiment)")
     p.add_argument("--no-browser", action="store_true", help="print the links, open no browser")
     p.add_argument("--start-timeout", type=float, default=120.0, help="seconds to wait for the server (default 120)")
