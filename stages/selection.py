@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in result.candidates:
         t = result.test_reports[c.family]
         print(
-            f"select: {c.family:8s} val {metric} {c.val_report[metric]:.3f} | test acc "
+            f"select: {c.family:10s} val {metric} {c.val_report[metric]:.3f} | test acc "
             f"{t['accuracy']['value']:.3f} DIR@FAR1% {t['dir_far_1']['value']:.3f} EER {t['eer']['value']:.3f}"
         )
     print(

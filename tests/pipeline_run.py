@@ -4,7 +4,7 @@
 6 multi-utterance speakers to enrol, 10 single-utterance speakers as unknowns) into a temp
 workspace, writes a params.yaml derived from the repo's with tiny budgets (2 trials per
 study, small CatBoost, one short ECAPA trial, 50 bootstrap resamples), and runs the real
-stage entry points there in order (``stage_runner.run_stage``): prepare, features,
+stage entry points there in order (``stage_runner.run_stage``): prepare, features, adapt,
 grid --family F for every ``grid.families``, ecapa, select. They run in one child process (cwd = the workspace, so
 every default output path lands there) that imports the libraries once; its
 ``$MLFLOW_TRACKING_URI`` and ``grid.storage`` point at the workspace, so the repo's own
@@ -39,6 +39,7 @@ SMALL: dict[str, Any] = {
     "prepare": {"utts_per_speaker": 8, "train_per_speaker": 4, "val_per_speaker": 2, "unknown_utts_per_speaker": 1,
                 "n_background": N_BACKGROUND, "n_jobs": 2},
     "features": {"n_jobs": 2},
+    "adapt": {"steps": 4, "batch_size": 8},
     "grid": {"n_trials": 2, "timeout_s": 30, "tpe_startup_trials": 2, "pruner_startup_trials": 1,
              "catboost": {"iterations_min": 10, "iterations_max": 20, "depth_min": 2, "depth_max": 3}},
     "ecapa": {"max_nontarget": 2000,
@@ -126,7 +127,7 @@ def build(workspace: Path, timeout_s: float = 600) -> PipelineRun:
 
 def _run_stages(workspace: Path) -> int:
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    calls = [("prepare", []), ("features", ["--no-progress"])]
+    calls = [("prepare", []), ("features", ["--no-progress"]), ("adapt", [])]
     calls += [(f"grid@{f}", ["--family", f]) for f in params["grid"]["families"]]
     calls += [("ecapa", []), ("select", [])]
     seconds = {}

@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import pytest
 import yaml
 
+from voiceid.adapt.params import AdaptParams
 from voiceid.config import ConfigError, load_section
 from voiceid.data.prepare import PrepareParams
 from voiceid.ecapa.params import EcapaParams
@@ -41,7 +42,8 @@ def _enumerated_keys(cls: type, prefix: str) -> list[tuple[str, bool]]:
 
 
 SECTIONS: dict[str, type] = {
-    "prepare": PrepareParams, "features": FeatureParams, "grid": GridParams, "ecapa": EcapaParams, "select": SelectParams,
+    "prepare": PrepareParams, "features": FeatureParams, "adapt": AdaptParams, "grid": GridParams, "ecapa": EcapaParams,
+    "select": SelectParams,
 }
 ENUMERATED = [k for name, cls in SECTIONS.items() for k in _enumerated_keys(cls, name)]
 
@@ -58,7 +60,7 @@ def test_every_section_has_enumerated_keys_to_check() -> None:
     keys = {k for k, _ in ENUMERATED}
     for expected in ("prepare.adapter", "prepare.order", "prepare.split_by", "features.sets", "grid.families",
                      "grid.objective", "select.families", "select.val_metric", "select.cosine_feature_set",
-                     "select.champion_metric", "ecapa.device"):
+                     "select.champion_metric", "ecapa.device", "adapt.speakers"):
         assert expected in keys
 
 
@@ -156,7 +158,7 @@ def covered(path: Path, deps: list[Path]) -> bool:
     return any(path == d or d in path.parents for d in deps)
 
 
-@pytest.mark.parametrize("stage", ["prepare", "features", "grid", "ecapa", "select"])
+@pytest.mark.parametrize("stage", ["prepare", "features", "adapt", "grid", "ecapa", "select"])
 def test_every_imported_module_is_a_dependency_of_its_stage(stage: str) -> None:
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
     script = REPO / spec["cmd"].split()[1]

@@ -74,17 +74,19 @@ def _select_sets(raw: dict[str, Any]) -> list[str]:
     if _MISSING in (families, sets):
         return []
     cosine, joint = _get(raw, "select.cosine_feature_set"), _get(raw, "select.joint_feature_sets")
+    joint_ft = _get(raw, "select.joint_ft_feature_sets")
     needs = {
         "cosine": ["mfcc60" if cosine is _MISSING else cosine],
         "dvector": ["dvector"],
         "joint": ["dvector", "mfcc60"] if joint is _MISSING else list(joint),
+        "joint_ft": ["dvector_ft", "mfcc60"] if joint_ft is _MISSING else list(joint_ft),
         "ecapa": ["logmel"],
     }
     return [
         f"'select.families' has {fam!r}, which needs feature set {fs!r} in 'features.sets' {sets}"
         for fam, need in needs.items()
         for fs in need
-        if fam in families and fs not in sets
+        if fam in families and fs not in sets and fs != "dvector_ft"  # dvector_ft: made by stage adapt, not features
     ]
 
 

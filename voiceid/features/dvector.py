@@ -131,13 +131,27 @@ def preprocess(wave: np.ndarray, vad: bool) -> np.ndarray:
     return np.asarray(wave, dtype=np.float32)
 
 
-def dvector(wave: np.ndarray, sample_rate: int, params: DvectorParams) -> np.ndarray:
-    """The (256,) float32 unit-norm GE2E embedding of a mono waveform at ``sample_rate``."""
+def encoder_input(wave: np.ndarray, sample_rate: int, params: DvectorParams) -> np.ndarray:
+    """The 16 kHz waveform the encoder reads: resampled when needed, then :func:`preprocess`."""
     wave = np.asarray(wave, dtype=np.float32)
     if sample_rate != ENCODER_RATE:
         wave = soxr.resample(wave, sample_rate, ENCODER_RATE, quality="HQ")
-    wave = preprocess(wave, params.vad)
-    model = encoder()
+    return preprocess(wave, params.vad)
+
+
+def mel_frames(wave: np.ndarray) -> np.ndarray:
+    """(n_frames, 40) float32 mel power frames (25 ms / 10 ms) of an :func:`encoder_input` waveform."""
+    return np.asarray(_import_resemblyzer().audio.wav_to_mel_spectrogram(wave), dtype=np.float32)
+
+
+def dvector(wave: np.ndarray, sample_rate: int, params: DvectorParams, model: Any = None) -> np.ndarray:
+    """The (256,) float32 unit-norm GE2E embedding of a mono waveform at ``sample_rate``.
+
+    ``model``: another ``VoiceEncoder`` (e.g. fine-tuned by :mod:`voiceid.adapt`); default the
+    pretrained one.
+    """
+    wave = encoder_input(wave, sample_rate, params)
+    model = encoder() if model is None else model
     with one_torch_thread():
         embed = model.embed_utterance(wave, rate=params.rate, min_coverage=params.min_coverage)
     return np.asarray(embed, dtype=np.float32)

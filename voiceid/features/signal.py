@@ -250,8 +250,8 @@ def _extended(sp: ClipSpectra, delta_width: int) -> np.ndarray:
     return np.concatenate(per_track + per_descriptor)
 
 
-def _to_pipeline_rate(wave: np.ndarray, sample_rate: int, params: FeatureParams) -> np.ndarray:
-    # Mirror the stage: audio is first brought to the pipeline rate, as load_audio does.
+def to_pipeline_rate(wave: np.ndarray, sample_rate: int, params: FeatureParams) -> np.ndarray:
+    """A float32 waveform at the pipeline rate: what the stage's ``load_audio`` gives (soxr HQ)."""
     if sample_rate != params.sample_rate:
         wave = soxr.resample(wave, sample_rate, params.sample_rate, quality="HQ")
     return np.ascontiguousarray(wave, dtype=np.float32)
@@ -263,7 +263,7 @@ def logmel(wave: np.ndarray, sample_rate: int, params: FeatureParams) -> np.ndar
     The single definition of the ECAPA front end: the stage, the embedder and the CLI all
     call this.  Frames are centred (``1 + n // hop`` frames); no mean normalisation.
     """
-    wave = _to_pipeline_rate(wave, sample_rate, params)
+    wave = to_pipeline_rate(wave, sample_rate, params)
     p = params.logmel
     win = round(p.win_ms * params.sample_rate / 1000)
     hop = round(p.hop_ms * params.sample_rate / 1000)
@@ -279,7 +279,7 @@ def compute_sets(wave: np.ndarray, sample_rate: int, sets: tuple[str, ...], para
     unknown = set(sets) - set(SET_NAMES)
     if unknown:
         raise ValueError(f"unknown feature set(s) {sorted(unknown)} (known: {', '.join(SET_NAMES)})")
-    wave = _to_pipeline_rate(wave, sample_rate, params)
+    wave = to_pipeline_rate(wave, sample_rate, params)
     out: dict[str, np.ndarray] = {}
     clip_sets = [s for s in sets if s in VECTOR_SETS and s != "dvector"]
     with _one_blas_thread():

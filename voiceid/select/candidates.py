@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
+from voiceid.adapt.params import SET_NAME as ADAPTED_SET
 from voiceid.features.params import FeatureParams
 from voiceid.features.tables import read_feature_table, read_logmel
 from voiceid.scoring import openset
@@ -29,14 +30,15 @@ from voiceid.serve.frontend import BackendEmbedder, EcapaEmbedder, FrontEnd, Joi
 Kind = Literal["classifier", "embedding", "fusion"]
 
 
-EMBEDDING_FAMILIES = ("ecapa", "cosine", "dvector", "joint")
+EMBEDDING_FAMILIES = ("ecapa", "cosine", "dvector", "dvector_ft", "joint", "joint_ft")
 
 
 class FeatureBank:
     """Per feature set: metadata rows and model inputs ((n, dim) array, or a list of log-mel matrices)."""
 
-    def __init__(self, tables: Mapping[str, tuple[pd.DataFrame, Any]]) -> None:
+    def __init__(self, tables: Mapping[str, tuple[pd.DataFrame, Any]], adapted: bytes | None = None) -> None:
         self.tables = {k: (m.reset_index(drop=True), v) for k, (m, v) in tables.items()}
+        self.adapted = adapted  # the adapted encoder's weights behind a dvector_ft table (a champion's front end needs them)
 
     @classmethod
     def from_dir(cls, features_dir: str | Path, sets: Sequence[str]) -> FeatureBank:
@@ -47,7 +49,8 @@ class FeatureBank:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: feature table not found (is '{name}' in features.sets?)")
             tables[name] = read_logmel(path) if name == "logmel" else read_feature_table(path)
-        return cls(tables)
+        weights = Path(features_dir) / f"{ADAPTED_SET}.pt"
+        return cls(tables, weights.read_bytes() if ADAPTED_SET in tables else None)
 
     def without_test(self) -> FeatureBank:
         """The same bank with every test row removed: what calibration and thresholds may see."""
@@ -55,7 +58,14 @@ class FeatureBank:
         for name, (meta, inputs) in self.tables.items():
             keep = np.flatnonzero((meta["split"] != "test").to_numpy())
             out[name] = (meta.iloc[keep], _take(inputs, keep))
-        return FeatureBank(out)
+        return FeatureBank(out, self.adapted)
+
+    def front_end(self, feature_set: str, features: FeatureParams) -> FrontEnd:
+        """How a waveform becomes ``feature_set`` input, carrying the adapted encoder when the set uses it."""
+        uses = ADAPTED_SET in feature_set.split("+")
+        if uses and self.adapted is None:
+            raise ValueError(f"{feature_set}: {ADAPTED_SET} needs the adapted encoder's weights ({ADAPTED_SET}.pt, stage adapt)")
+        return FrontEnd(feature_set, features, self.adapted if uses else None)
 
     def rows(self, feature_set: str, role: str, split: str) -> tuple[Any, np.ndarray]:
         """(inputs, speakers) of the rows with this role and split."""
@@ -132,7 +142,7 @@ class Candidate:
 
 def build_candidate(source: Source, model: Any, bank: FeatureBank, params: SelectParams, features: FeatureParams) -> Candidate:
     """Calibrate ``model`` and fit its thresholds on the val rows of ``bank`` (never test rows)."""
-    front = FrontEnd(source.feature_set, features)
+    front = bank.front_end(source.feature_set, features)
     if source.kind == "classifier":
         Xk, yk, ik = bank.rows_with_ids(source.feature_set, "enrolled", "val")
         Xu, yu, iu = bank.rows_with_ids(source.feature_set, "unknown", "val")
@@ -244,7 +254,7 @@ def _best_embedding_variant(
         base = StatsEmbedder(StandardScaler().fit(fit_rows))
     else:
         base = EcapaEmbedder(model)
-    base_id = _embedder_id(source, base)
+    base_id = _embedder_id(source, base, bank.adapted)
     train_emb = base.embed(list(Xt))
     bg_emb = base.embed(list(Xb)) if len(yb) else np.zeros((0, train_emb.shape[1]))
     inputs, speakers, known, ids = bank.probes(fs, "val")
@@ -302,11 +312,13 @@ def _check_width(model: Any, X: np.ndarray, source: Source) -> None:
         )
 
 
-def _embedder_id(source: Source, embedder: Any) -> str:
+def _embedder_id(source: Source, embedder: Any, adapted: bytes | None = None) -> str:
     """Names the embedding space, so a gallery built with another model is refused."""
     if isinstance(embedder, (StatsEmbedder, JointEmbedder)):
         scalers = embedder.scalers if isinstance(embedder, JointEmbedder) else [embedder.scaler]
         raw = b"".join(np.asarray(s.mean_).tobytes() + np.asarray(s.scale_).tobytes() for s in scalers)
+        if adapted is not None and ADAPTED_SET in source.feature_set.split("+"):
+            raw += adapted  # the same scalers over another adapted encoder are another space
         return f"{source.family}:{source.feature_set}:{hashlib.sha256(raw).hexdigest()[:16]}"
     return f"{source.family}:{source.run_id}"
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-CandidateFamily = Literal["svc", "mlp", "catboost", "knn", "logreg", "ecapa", "cosine", "dvector", "joint", "fusion"]
-VectorSet = Literal["seed498", "mfcc60", "extended", "dvector"]
+CandidateFamily = Literal[
+    "svc", "mlp", "catboost", "knn", "logreg", "ecapa", "cosine", "dvector", "dvector_ft", "joint", "joint_ft", "fusion"
+]
+VectorSet = Literal["seed498", "mfcc60", "extended", "dvector", "dvector_ft"]
 Backend = Literal["plain", "norm", "lda", "wccn", "lda+wccn", "asnorm", "lda+asnorm", "wccn+asnorm", "lda+wccn+asnorm"]
 ChampionMetric = Literal["dir_far_1", "dir_far_5", "eer", "min_dcf", "open_set_accuracy", "accuracy"]
 
@@ -32,6 +34,8 @@ class SelectParams:
     # "joint": these clip-level sets as one embedding (each block standardised and length-normed,
     # equal weight), e.g. the pretrained d-vector with MFCC statistics
     joint_feature_sets: tuple[VectorSet, ...] = ("dvector", "mfcc60")
+    # "joint_ft": the same with the encoder adapted to this dataset's speakers (stage adapt: dvector_ft)
+    joint_ft_feature_sets: tuple[VectorSet, ...] = ("dvector_ft", "mfcc60")
     # scoring back-ends tried for each embedding candidate, the lowest val EER kept: plain cosine;
     # norm = centre + length-norm; lda / wccn (fitted on enrolled train + background speakers);
     # asnorm = adaptive s-norm against the background speakers (skipped when there are none)
@@ -60,8 +64,9 @@ class SelectParams:
             raise ValueError("families must name at least one candidate family")
         if len(set(self.families)) != len(self.families):
             raise ValueError(f"families has duplicates: {list(self.families)}")
-        if len(self.joint_feature_sets) < 2 or len(set(self.joint_feature_sets)) != len(self.joint_feature_sets):
-            raise ValueError(f"joint_feature_sets must name >= 2 different sets, found {list(self.joint_feature_sets)}")
+        for key, sets in (("joint_feature_sets", self.joint_feature_sets), ("joint_ft_feature_sets", self.joint_ft_feature_sets)):
+            if len(sets) < 2 or len(set(sets)) != len(sets):
+                raise ValueError(f"{key} must name >= 2 different sets, found {list(sets)}")
         if not self.backends:
             raise ValueError("backends must name at least one scoring back-end (plain: none)")
         if self.lda_dim < 1 or self.as_norm_top_n < 1:
@@ -84,10 +89,16 @@ class SelectParams:
     def built_feature_sets(self) -> dict[str, str]:
         """Feature set of each embedding system select builds from the tables (no trained model).
 
-        >>> SelectParams().built_feature_sets()["joint"]
-        'dvector+mfcc60'
+        >>> SelectParams().built_feature_sets()["joint_ft"]
+        'dvector_ft+mfcc60'
         """
-        return {"cosine": self.cosine_feature_set, "dvector": "dvector", "joint": "+".join(self.joint_feature_sets)}
+        return {
+            "cosine": self.cosine_feature_set,
+            "dvector": "dvector",
+            "dvector_ft": "dvector_ft",
+            "joint": "+".join(self.joint_feature_sets),
+            "joint_ft": "+".join(self.joint_ft_feature_sets),
+        }
 
     def champion_metric_for(self, n_unknown: int) -> tuple[str, str]:
         """The metric that picks the champion with ``n_unknown`` val-unknown probes, and why.

@@ -2,36 +2,51 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from voiceid.adapt.params import SET_NAME as ADAPTED_SET
 from voiceid.features.params import VECTOR_SETS, FeatureParams
-from voiceid.features.signal import feature_vector, logmel
+from voiceid.features.signal import feature_vector, logmel, to_pipeline_rate
 
 
 @dataclass(frozen=True)
 class FrontEnd:
     """How a waveform becomes model input: a clip-level vector set, ``logmel`` frames, or a
     pair of clip-level inputs for a joint set ``"a+b"`` (``"a+b+c"``: ``(a, (b, c))``), as
-    ``FeatureBank.rows`` gives them.
+    ``FeatureBank.rows`` gives them.  ``dvector_ft`` (stage ``adapt``) embeds with the adapted
+    encoder whose weights ``adapted`` holds, so the champion carries them.
     """
 
     feature_set: str
     params: FeatureParams
+    adapted: bytes | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, wave: np.ndarray, sample_rate: int) -> Any:
         wave = np.asarray(wave, dtype=np.float32).ravel()
         if self.feature_set == "logmel":
             return logmel(wave, sample_rate, self.params)  # (n_frames, n_mels)
-        if self.feature_set in VECTOR_SETS:
-            return feature_vector(self.feature_set, wave, sample_rate, self.params)  # (dim,)
+        if self.feature_set in (*VECTOR_SETS, ADAPTED_SET):
+            return self._vector(self.feature_set, wave, sample_rate)  # (dim,)
         first, _, rest = self.feature_set.partition("+")
-        if rest and first in VECTOR_SETS:  # nested to the right, as FeatureBank.rows pairs the tables
-            return feature_vector(first, wave, sample_rate, self.params), FrontEnd(rest, self.params)(wave, sample_rate)
+        if rest and first in (*VECTOR_SETS, ADAPTED_SET):  # nested to the right, as FeatureBank.rows pairs the tables
+            return self._vector(first, wave, sample_rate), FrontEnd(rest, self.params, self.adapted)(wave, sample_rate)
         raise ValueError(f"unknown feature set {self.feature_set!r}")
+
+    def _vector(self, name: str, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        if name != ADAPTED_SET:
+            return feature_vector(name, wave, sample_rate, self.params)
+        if self.adapted is None:
+            raise ValueError(f"{ADAPTED_SET} needs the adapted encoder's weights (stage adapt's {ADAPTED_SET}.pt)")
+        from voiceid.adapt.finetune import load_encoder
+        from voiceid.features.dvector import dvector
+
+        # as the adapt stage: decoded at the pipeline rate first, then the encoder's own path
+        wave = to_pipeline_rate(wave, sample_rate, self.params)
+        return dvector(wave, self.params.sample_rate, self.params.dvector, model=load_encoder(self.adapted))
 
 
 class Embedder(Protocol):
