@@ -6,9 +6,12 @@ the training speakers (:class:`voiceid.ecapa.train.AAMSoftmax`) pulls each speak
 together.  The encoder's learning rate is small (``adapt.lr``) so what it knows about voices
 in general survives; the head's is large because it starts from nothing.
 
-Example (seconds on a CPU; see tests/test_adapt.py):
-    >>> tuned = fine_tune(frames, speakers, AdaptParams(steps=50))    # doctest: +SKIP
-    >>> model = load_encoder(tuned.state)                             # doctest: +SKIP
+Example (one step on random frames; real use: tests/test_adapt.py, stage ``adapt``):
+    >>> rng = np.random.default_rng(0)
+    >>> frames = [rng.random((30, 40), dtype=np.float32) for _ in range(4)]  # (n_frames, 40) each
+    >>> tuned = fine_tune(frames, ["a", "a", "b", "b"], AdaptParams(steps=1, batch_size=4, crop_frames=20, threads=1))
+    >>> len(tuned.losses), tuned.n_speakers, load_encoder(tuned.state).training
+    (1, 2, False)
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ def crops(frames: Sequence[np.ndarray], picks: np.ndarray, length: int, rng: np.
     Repeating (not zero-padding) matters: the encoder's embedding is its last LSTM state, so
     trailing silence frames would be what it encodes.
 
-    >>> f = [np.arange(6, dtype=np.float32).reshape(3, 2)]
-    >>> crops(f, np.array([0]), 5, np.random.default_rng(0))[0, :, 0].tolist()
-    [0.0, 2.0, 4.0, 0.0, 2.0]
+    >>> f = [np.arange(6, dtype=np.float32).reshape(3, 2)]  # 3 frames of 2 bands
+    >>> crops(f, np.array([0]), 6, np.random.default_rng(0))[0, :, 0].tolist()
+    [0.0, 2.0, 4.0, 0.0, 2.0, 4.0]
     """
     out = np.empty((len(picks), length, frames[0].shape[1]), dtype=np.float32)
     for k, i in enumerate(picks):

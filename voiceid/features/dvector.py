@@ -150,9 +150,13 @@ def dvector(wave: np.ndarray, sample_rate: int, params: DvectorParams, model: An
     ``model``: another ``VoiceEncoder`` (e.g. fine-tuned by :mod:`voiceid.adapt`); default the
     pretrained one.
     """
-    wave = encoder_input(wave, sample_rate, params)
+    from voiceid.features.signal import one_blas_thread  # signal imports this module
+
     model = encoder() if model is None else model
-    with one_torch_thread():
+    # one BLAS thread too (the mel filterbank product): a worker process and the main one
+    # must give bit-identical vectors, and a second thread changes the summation order
+    with one_blas_thread(), one_torch_thread():
+        wave = encoder_input(wave, sample_rate, params)
         embed = model.embed_utterance(wave, rate=params.rate, min_coverage=params.min_coverage)
     return np.asarray(embed, dtype=np.float32)
 

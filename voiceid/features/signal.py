@@ -76,7 +76,7 @@ def _threadpools() -> ThreadpoolController:
     return ThreadpoolController()  # discovering the BLAS libraries costs ~1 ms; do it once
 
 
-def _one_blas_thread() -> AbstractContextManager[object]:
+def one_blas_thread() -> AbstractContextManager[object]:
     # Per-file matrices are small: a second BLAS thread buys nothing and, on a busy
     # machine, its spin-waiting made the products ~10x slower (measured).  Parallelism is
     # across files (joblib workers) instead.
@@ -282,7 +282,7 @@ def compute_sets(wave: np.ndarray, sample_rate: int, sets: tuple[str, ...], para
     wave = to_pipeline_rate(wave, sample_rate, params)
     out: dict[str, np.ndarray] = {}
     clip_sets = [s for s in sets if s in VECTOR_SETS and s != "dvector"]
-    with _one_blas_thread():
+    with one_blas_thread():
         if clip_sets:
             sp = clip_spectra(wave, params.sample_rate)
             for name in clip_sets:
