@@ -98,3 +98,46 @@ def record_run(work: Path, family: str, feature_set: str, summary: dict) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     current = json.loads(path.read_text()) if path.is_file() and family != "ecapa" else {}
     path.write_text(json.dumps(summary if family == "ecapa" else {**current, feature_set: summary}, indent=2, default=str))
+
+
+def adapt_features(work: Path, manifest: pd.DataFrame, fparams: FeatureParams) -> tuple[float, dict]:
+    """Run the ``adapt`` stage's library code into ``work/features``: ``dvector_ft.parquet`` and ``dvector_ft.pt``.
+
+    Fine-tunes on the train clips of the training roles of the rows the features tables hold
+    (``features/mfcc60.parquet``, in its order); returns (seconds, a small report).
+    """
+    import numpy as np
+
+    from voiceid.adapt.params import AdaptParams
+    from voiceid.adapt.run import adapt, val_pair_eer
+    from voiceid.atomic import atomic_write
+    from voiceid.config import load_section
+    from voiceid.features.dvector import feature_names
+    from voiceid.features.tables import read_feature_table, write_feature_table
+
+    start = time.perf_counter()
+    features = work / "features"
+    meta = read_feature_table(features / "mfcc60.parquet")[0]
+    paths = manifest.set_index(manifest["utt_id"].astype(str))["path"].astype(str)
+    result = adapt(
+        meta,
+        paths.loc[meta["utt_id"].astype(str)].tolist(),
+        load_section(AdaptParams, "adapt", REPO / "params.yaml"),
+        fparams.dvector,
+        fparams.sample_rate,
+    )
+    write_feature_table(features / "dvector_ft.parquet", meta, result.X, feature_names())
+    atomic_write(features / "dvector_ft.pt", lambda f: f.write(result.tuned.state))
+    tuned = result.tuned
+    report = {
+        "train_clips": tuned.n_clips,
+        "train_speakers": tuned.n_speakers,
+        "train_s": round(tuned.seconds, 1),
+        "embed_s": round(result.embed_seconds, 1),
+        "loss": (round(tuned.losses[0], 3), round(float(np.mean(tuned.losses[-10:])), 3)) if tuned.losses else None,
+        "val_pair_eer_adapted": round(val_pair_eer(result.X, meta), 4),
+    }
+    if (features / "dvector.parquet").is_file():
+        base_meta, base_X = read_feature_table(features / "dvector.parquet")
+        report["val_pair_eer_pretrained"] = round(val_pair_eer(base_X, base_meta), 4)
+    return time.perf_counter() - start, report

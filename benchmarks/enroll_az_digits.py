@@ -11,11 +11,13 @@ On ../shared/data/az_digits (59 speakers x 20 spoken digits, ~1 s each), seeded:
   files each, and the model's own enrolled speakers' test files, with and without the store.
 
 Usage:
-    .venv/bin/python benchmarks/enroll_az_digits.py [--families svc logreg] [--n-trials 4] [--ecapa]
+    .venv/bin/python benchmarks/enroll_az_digits.py [--families svc logreg] [--n-trials 4] [--ecapa] [--no-adapt]
                                                     [--seeds 42 43 44] [--background 0.25] [--work-dir DIR]
 
 Prints the accuracy on the new speakers' remaining files, how many were called unknown, the
 share of strangers' files called unknown, and the cost the store has on the model's own speakers.
+Selection also weighs ``dvector_ft`` / ``joint_ft`` (the encoder fine-tuned on the pipeline
+speakers' train clips, the ``adapt`` stage's code) unless ``--no-adapt``.
 ``--n-new 5 10 20`` measures how stranger acceptance holds as the gallery grows (one run each).
 """
 
@@ -35,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise, record_run  # noqa: E402
+from _azdigits import DATA, REPO, adapt_features, add_work_dir, open_work_dir, prepare_and_featurise, record_run
 
 MODEL_NAME = "voiceid-enroll-az"
 
@@ -44,7 +46,7 @@ def held_out(seed: int, n_new: int, n_strangers: int) -> tuple[list[str], list[s
     """(pipeline speakers, new speakers, strangers), disjoint, from a seeded permutation."""
     speakers = sorted(p.name for p in DATA.iterdir() if p.is_dir())
     order = [str(x) for x in np.random.default_rng(seed).permutation(speakers)]
-    return sorted(order[n_new + n_strangers:]), sorted(order[:n_new]), sorted(order[n_new:n_new + n_strangers])
+    return sorted(order[n_new + n_strangers :]), sorted(order[:n_new]), sorted(order[n_new : n_new + n_strangers])
 
 
 def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) -> pd.DataFrame:
@@ -72,26 +74,50 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
     n_enrolled = round((len(speakers) - n_background) * 2 / 3)
     ws = prepare_and_featurise(
         work,
-        PrepareParams(adapter="csv", source=str(work / "pipeline_files.csv"), min_utts=13, utts_per_speaker=20,
-                      train_per_speaker=8, val_per_speaker=4, n_enrolled=n_enrolled,
-                      n_unknown=len(speakers) - n_background - n_enrolled, unknown_utts_per_speaker=10,
-                      n_background=n_background, order="random", seed=args.seed),
+        PrepareParams(
+            adapter="csv",
+            source=str(work / "pipeline_files.csv"),
+            min_utts=13,
+            utts_per_speaker=20,
+            train_per_speaker=8,
+            val_per_speaker=4,
+            n_enrolled=n_enrolled,
+            n_unknown=len(speakers) - n_background - n_enrolled,
+            unknown_utts_per_speaker=10,
+            n_background=n_background,
+            order="random",
+            seed=args.seed,
+        ),
         ("mfcc60", "dvector", "logmel") if args.ecapa else ("mfcc60", "dvector"),
     )
     manifest, fparams, tags = ws.manifest, ws.fparams, ws.tags
-    print(f"prepare+features: {manifest.groupby('role')['speaker'].nunique().to_dict()} speakers, {len(manifest)} files "
-          f"({ws.prepare_s + ws.features_s:.1f} s)", flush=True)
+    print(
+        f"prepare+features: {manifest.groupby('role')['speaker'].nunique().to_dict()} speakers, {len(manifest)} files "
+        f"({ws.prepare_s + ws.features_s:.1f} s)",
+        flush=True,
+    )
+    if args.adapt:
+        seconds, report = adapt_features(work, manifest, fparams)
+        print(f"adapt: {report} ({seconds:.1f} s)", flush=True)
 
-    grid = dataclasses.replace(load_section(GridParams, "grid", REPO / "params.yaml"), dataset_name="az_digits_enroll",
-                               feature_sets=("mfcc60",), families=tuple(args.families), n_trials=args.n_trials,
-                               timeout_s=300.0, storage=f"sqlite:///{work}/optuna.db")
+    grid = dataclasses.replace(
+        load_section(GridParams, "grid", REPO / "params.yaml"),
+        dataset_name="az_digits_enroll",
+        feature_sets=("mfcc60",),
+        families=tuple(args.families),
+        n_trials=args.n_trials,
+        timeout_s=300.0,
+        storage=f"sqlite:///{work}/optuna.db",
+    )
     meta, X, names = read_table(str(work / "features" / "mfcc60.parquet"))
     data = grid_data(meta, X, "mfcc60", names)
     for family in args.families:
         t0 = time.perf_counter()
         r = run_family(family, data, grid, tags)
         record_run(work, family, "mfcc60", r.summary())
-        print(f"grid: {family:8s} val_{r.objective} {r.val_metrics[r.objective]:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        print(
+            f"grid: {family:8s} val_{r.objective} {r.val_metrics[r.objective]:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True
+        )
     if args.ecapa:
         from voiceid.ecapa.data import split_logmel
         from voiceid.ecapa.params import EcapaParams
@@ -106,17 +132,26 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
         print(f"ecapa: val EER {r.val['eer']:.4f}", flush=True)
 
     t0 = time.perf_counter()
-    families = (*args.families, *(("ecapa",) if args.ecapa else ()), "cosine", "dvector", "joint", "fusion")
-    params = dataclasses.replace(load_section(SelectParams, "select", REPO / "params.yaml"), families=families,
-                                 n_bootstrap=200, registered_model=MODEL_NAME)
+    adapted = ("dvector_ft", "joint_ft") if args.adapt else ()
+    families = (*args.families, *(("ecapa",) if args.ecapa else ()), "cosine", "dvector", "joint", *adapted, "fusion")
+    params = dataclasses.replace(
+        load_section(SelectParams, "select", REPO / "params.yaml"),
+        families=families,
+        n_bootstrap=200,
+        registered_model=MODEL_NAME,
+    )
     sources, _ = find_sources(params, work / "models", families)
-    result = select(load_sources(sources), FeatureBank.from_dir(work / "features", [s.feature_set for s in sources]),
-                    params, fparams)
+    result = select(
+        load_sources(sources), FeatureBank.from_dir(work / "features", [s.feature_set for s in sources]), params, fparams
+    )
     champion = make_champion(result, params, fparams)
     registry = register_champion(champion, params, summary(result, params, {}), tags)
-    print(f"select: champion {champion.family} ({params.threshold_rule} threshold {champion.threshold:.4f}), embedding "
-          f"model {result.embedding.family if result.embedding else 'none'} (threshold {champion.embedding_threshold:.4f}); "
-          f"registered {registry['registered_uri']} v{registry['version']} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    print(
+        f"select: champion {champion.family} ({params.threshold_rule} threshold {champion.threshold:.4f}), embedding "
+        f"model {result.embedding.family if result.embedding else 'none'} (threshold {champion.embedding_threshold:.4f}); "
+        f"registered {registry['registered_uri']} v{registry['version']} ({time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
     return manifest
 
 
@@ -156,8 +191,11 @@ def top1(files: list[str], model_uri: str, store: Path) -> list[tuple[str, float
 def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, tuple[int, int, int, int]]:
     """One held-out draw: train, enroll, identify; (right, unknown, called a new speaker, n) per group and rule."""
     pipeline, new, strangers = held_out(seed, args.n_new, args.n_strangers)
-    print(f"\n== seed {seed}: held out (never seen by any stage): new {new}, strangers {strangers}; "
-          f"pipeline: {len(pipeline)} speakers", flush=True)
+    print(
+        f"\n== seed {seed}: held out (never seen by any stage): new {new}, strangers {strangers}; "
+        f"pipeline: {len(pipeline)} speakers",
+        flush=True,
+    )
     manifest = train_champion(work, pipeline, _with_seed(args, seed))
     assert not set(manifest["speaker"]) & set(new + strangers)
 
@@ -192,17 +230,33 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, tuple
         truth = [t for _, t in v]
         # "hybrid" (a proposal, not what identify does): the primary model's answer when it accepts,
         # else the store's answer when it names an enrolled-later speaker, else unknown.
-        hybrid = [a["speaker"] if a["known"] else (b["speaker"] if b["speaker"] in new else "unknown")
-                  for a, b in zip(without[g], with_store[g])]
-        for rule, said in (("without store", [r["speaker"] for r in without[g]]),
-                           ("with store", [r["speaker"] for r in with_store[g]]), ("hybrid", hybrid)):
-            counts[f"{g}/{rule}"] = (sum(a == t for a, t in zip(said, truth)), sum(a == "unknown" for a in said),
-                                     sum(a in new for a in said), len(said))
+        hybrid = [
+            a["speaker"] if a["known"] else (b["speaker"] if b["speaker"] in new else "unknown")
+            for a, b in zip(without[g], with_store[g])
+        ]
+        for rule, said in (
+            ("without store", [r["speaker"] for r in without[g]]),
+            ("with store", [r["speaker"] for r in with_store[g]]),
+            ("hybrid", hybrid),
+        ):
+            counts[f"{g}/{rule}"] = (
+                sum(a == t for a, t in zip(said, truth)),
+                sum(a == "unknown" for a in said),
+                sum(a in new for a in said),
+                len(said),
+            )
     closed = top1([f for f, _ in groups["new"]], model_uri, store)
-    counts["new/top-1, no threshold"] = (sum(p == t for (p, _), (_, t) in zip(closed, groups["new"])), 0,
-                                         sum(p in new for p, _ in closed), len(closed))
-    print(f"seed {seed}: threshold with the store {with_store['new'][0]['threshold']:.4f}; "
-          + "; ".join(f"{k} {r}/{n} right, {u} unknown, {a} new" for k, (r, u, a, n) in counts.items()), flush=True)
+    counts["new/top-1, no threshold"] = (
+        sum(p == t for (p, _), (_, t) in zip(closed, groups["new"])),
+        0,
+        sum(p in new for p, _ in closed),
+        len(closed),
+    )
+    print(
+        f"seed {seed}: threshold with the store {with_store['new'][0]['threshold']:.4f}; "
+        + "; ".join(f"{k} {r}/{n} right, {u} unknown, {a} new" for k, (r, u, a, n) in counts.items()),
+        flush=True,
+    )
     return counts
 
 
@@ -215,11 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="*", default=["svc", "logreg"])
     parser.add_argument("--n-trials", type=int, default=4)
     parser.add_argument("--ecapa", action="store_true", help="also train ECAPA (slow on CPU: ~10 min per seed)")
+    parser.add_argument("--no-adapt", dest="adapt", action="store_false", help="skip fine-tuning: no dvector_ft / joint_ft")
     parser.add_argument("--n-new", type=int, nargs="*", default=[3], help="new speakers per draw; several values: one table each")
     parser.add_argument("--n-strangers", type=int, default=8)
     parser.add_argument("--enroll-files", type=int, default=5)
-    parser.add_argument("--background", type=float, default=0.0,
-                        help="share of the pipeline's speakers made background (AS-norm cohort, back-end training)")
+    parser.add_argument(
+        "--background",
+        type=float,
+        default=0.0,
+        help="share of the pipeline's speakers made background (AS-norm cohort, back-end training)",
+    )
     parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44], help="one held-out draw per seed")
     add_work_dir(parser, "enroll_az_digits")
     args = parser.parse_args(argv)
@@ -243,16 +302,20 @@ def main(argv: list[str] | None = None) -> int:
                 total[f"{k}:new"] += as_new
                 total[f"{k}:n"] += n
 
-        print(f"\naz_digits, {len(args.seeds)} held-out draws (seeds {args.seeds}), each: {args.n_new} new speakers enrolled "
-              f"from {args.enroll_files} files, {args.n_strangers} strangers never enrolled; all never seen by the pipeline")
+        print(
+            f"\naz_digits, {len(args.seeds)} held-out draws (seeds {args.seeds}), each: {args.n_new} new speakers enrolled "
+            f"from {args.enroll_files} files, {args.n_strangers} strangers never enrolled; all never seen by the pipeline"
+        )
         print(f"{'probes':10s} {'decision':24s} {'files':>6s} {'accuracy':>9s} {'unknown':>8s} {'new spk':>8s}")
         for k in keys:
             group, rule = k.split("/")
             n, right, unknown, as_new = (total[f"{k}:{c}"] for c in ("n", "right", "unknown", "new"))
             acc = f"{right / n:9.1%}" if group != "strangers" else f"{'':>9s}"
             print(f"{group:10s} {rule:24s} {n:6d} {acc} {unknown / n:8.1%} {as_new / n:8.1%}")
-        print("(strangers: 'unknown' is the right answer; 'new spk': called one of the newly enrolled speakers; "
-              "'with store' is what voiceid identify does)")
+        print(
+            "(strangers: 'unknown' is the right answer; 'new spk': called one of the newly enrolled speakers; "
+            "'with store' is what voiceid identify does)"
+        )
     print(f"total {time.perf_counter() - t_all:.1f} s; work dir {work}")
     return 0
 
