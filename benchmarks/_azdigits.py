@@ -106,14 +106,10 @@ def adapt_features(work: Path, manifest: pd.DataFrame, fparams: FeatureParams) -
     Fine-tunes on the train clips of the training roles of the rows the features tables hold
     (``features/mfcc60.parquet``, in its order); returns (seconds, a small report).
     """
-    import numpy as np
-
     from voiceid.adapt.params import AdaptParams
-    from voiceid.adapt.run import adapt, val_pair_eer
-    from voiceid.atomic import atomic_write
+    from voiceid.adapt.run import adapt, write_adapted
     from voiceid.config import load_section
-    from voiceid.features.dvector import feature_names
-    from voiceid.features.tables import read_feature_table, write_feature_table
+    from voiceid.features.tables import read_feature_table
 
     start = time.perf_counter()
     features = work / "features"
@@ -126,18 +122,5 @@ def adapt_features(work: Path, manifest: pd.DataFrame, fparams: FeatureParams) -
         fparams.dvector,
         fparams.sample_rate,
     )
-    write_feature_table(features / "dvector_ft.parquet", meta, result.X, feature_names())
-    atomic_write(features / "dvector_ft.pt", lambda f: f.write(result.tuned.state))
-    tuned = result.tuned
-    report = {
-        "train_clips": tuned.n_clips,
-        "train_speakers": tuned.n_speakers,
-        "train_s": round(tuned.seconds, 1),
-        "embed_s": round(result.embed_seconds, 1),
-        "loss": (round(tuned.losses[0], 3), round(float(np.mean(tuned.losses[-10:])), 3)) if tuned.losses else None,
-        "val_pair_eer_adapted": round(val_pair_eer(result.X, meta), 4),
-    }
-    if (features / "dvector.parquet").is_file():
-        base_meta, base_X = read_feature_table(features / "dvector.parquet")
-        report["val_pair_eer_pretrained"] = round(val_pair_eer(base_X, base_meta), 4)
+    report = write_adapted(features, meta, result)
     return time.perf_counter() - start, report

@@ -23,17 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", default="metrics/adapt.json")
     args = parser.parse_args(argv)
 
-    import numpy as np
     import pandas as pd
 
     from voiceid.adapt.params import AdaptParams
-    from voiceid.adapt.run import accepted, adapt, val_pair_eer
-    from voiceid.atomic import atomic_write
+    from voiceid.adapt.run import accepted, adapt, write_adapted
     from voiceid.config import ConfigError, load_section
     from voiceid.data.audio import AudioError
-    from voiceid.features.dvector import DvectorUnavailable, feature_names
+    from voiceid.features.dvector import DvectorUnavailable
     from voiceid.features.params import FeatureParams
-    from voiceid.features.tables import META_COLUMNS, read_feature_table, write_feature_table
+    from voiceid.features.tables import META_COLUMNS
 
     features_dir = Path(args.features_dir)
     try:
@@ -45,28 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adapt: {exc}", file=sys.stderr)
         return 2
 
-    write_feature_table(features_dir / "dvector_ft.parquet", rows, result.X, feature_names())
-    atomic_write(features_dir / "dvector_ft.pt", lambda f: f.write(result.tuned.state))
-    tuned, pretrained = result.tuned, features_dir / "dvector.parquet"
-    base_eer = None
-    if pretrained.is_file():
-        base_meta, base_X = read_feature_table(pretrained)  # read once: the table is ~1 MB per 1000 clips
-        base_eer = val_pair_eer(base_X, base_meta)
-    report = {
-        "train_clips": tuned.n_clips,
-        "train_speakers": tuned.n_speakers,
-        "steps": len(tuned.losses),
-        "loss_first": round(tuned.losses[0], 4) if tuned.losses else None,
-        "loss_last10": round(float(np.mean(tuned.losses[-10:])), 4) if tuned.losses else None,
-        "train_seconds": round(tuned.seconds, 1),
-        "embed_seconds": round(result.embed_seconds, 1),
-        "val_pair_eer_adapted": round(val_pair_eer(result.X, rows), 4),
-        "val_pair_eer_pretrained": round(base_eer, 4) if base_eer is not None else None,
-    }
+    report = write_adapted(features_dir, rows, result)
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps(report, indent=2) + "\n")
     print(
-        f"adapt: fine-tuned on {tuned.n_clips} train clips of {tuned.n_speakers} speakers, {report['steps']} steps in "
+        f"adapt: fine-tuned on {report['train_clips']} train clips of {report['train_speakers']} speakers, {report['steps']} steps in "
         f"{report['train_seconds']} s (loss {report['loss_first']} -> {report['loss_last10']}); {len(rows)} clips embedded "
         f"in {report['embed_seconds']} s; val pair EER pretrained {report['val_pair_eer_pretrained']} -> adapted "
         f"{report['val_pair_eer_adapted']}"

@@ -82,12 +82,10 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """Tiny torch models run fastest single-threaded, and the suite shares the cores."""
-    import torch
+    from voiceid.features.dvector import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ def test_pretrained_encoder_is_deterministic_and_matches_resemblyzer() -> None:
 
     # the same numbers as resemblyzer's own recipe: preprocess_wav (volume + VAD) then embed_utterance
     resemblyzer = dv._import_resemblyzer()
-    with dv.one_torch_thread():
+    with dv.torch_threads(1):
         ref = dv.encoder().embed_utterance(resemblyzer.preprocess_wav(wave))
     np.testing.assert_allclose(a, ref, atol=1e-6)
     # the VAD knob is live: without it the clip's pauses are embedded too

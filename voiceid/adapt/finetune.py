@@ -82,11 +82,8 @@ def fine_tune(frames: Sequence[np.ndarray], speakers: Sequence[str], params: Ada
     model = copy.deepcopy(dvector.encoder()).train()
     head = AAMSoftmax(dvector.DVECTOR_DIM, len(classes), params.margin, params.scale)
     opt = torch.optim.Adam([{"params": model.parameters(), "lr": params.lr}, {"params": head.parameters(), "lr": params.head_lr}])
-    before = torch.get_num_threads()
-    if params.threads:
-        torch.set_num_threads(params.threads)
     losses: list[float] = []
-    try:
+    with dvector.torch_threads(params.threads):
         for _ in range(params.steps):
             picks = rng.integers(0, len(frames), params.batch_size)
             x = torch.from_numpy(crops(frames, picks, params.crop_frames, rng))  # (B, crop, 40)
@@ -95,8 +92,6 @@ def fine_tune(frames: Sequence[np.ndarray], speakers: Sequence[str], params: Ada
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-    finally:
-        torch.set_num_threads(before)
     model.eval()
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)

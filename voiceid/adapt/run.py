@@ -9,8 +9,8 @@ val and test rows.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,14 +48,7 @@ class Adapted:
     embed_seconds: float
 
 
-def adapt(
-    meta: pd.DataFrame,
-    paths: list[str],
-    params: AdaptParams,
-    dparams: DvectorParams,
-    sample_rate: int,
-    progress: Callable[[int, int], None] | None = None,
-) -> Adapted:
+def adapt(meta: pd.DataFrame, paths: list[str], params: AdaptParams, dparams: DvectorParams, sample_rate: int) -> Adapted:
     """Fine-tune on :func:`training_rows` of ``meta`` (audio at ``paths``, same order), then embed every row.
 
     The files passed the features stage, so a decoding error here is a real fault: it is
@@ -75,14 +68,41 @@ def adapt(
     for i, path in enumerate(paths):
         clip = load_audio(path, sample_rate)
         X[i] = dvector.dvector(clip.wave, clip.sample_rate, dparams, model=model)
-        if progress is not None:
-            progress(i + 1, len(paths))
     return Adapted(X, tuned, rows, time.perf_counter() - start)
 
 
 def _encoder_input(path: str, sample_rate: int, dparams: DvectorParams) -> np.ndarray:
     clip = load_audio(path, sample_rate)
     return dvector.encoder_input(clip.wave, clip.sample_rate, dparams)
+
+
+def write_adapted(features_dir: Path, meta: pd.DataFrame, result: Adapted) -> dict[str, object]:
+    """Write ``dvector_ft.parquet`` (``meta`` rows + vectors) and ``dvector_ft.pt`` into ``features_dir``; return the report.
+
+    The report (what ``metrics/adapt.json`` holds) compares the val pair EER of the adapted
+    vectors with the pretrained ``dvector.parquet`` beside them, when that table exists.
+    """
+    from voiceid.atomic import atomic_write
+    from voiceid.features.tables import read_feature_table, write_feature_table
+
+    write_feature_table(features_dir / "dvector_ft.parquet", meta, result.X, dvector.feature_names())
+    atomic_write(features_dir / "dvector_ft.pt", lambda f: f.write(result.tuned.state))
+    tuned, pretrained = result.tuned, features_dir / "dvector.parquet"
+    base_eer = None
+    if pretrained.is_file():
+        base_meta, base_X = read_feature_table(pretrained)  # read once: ~1 MB per 1000 clips
+        base_eer = val_pair_eer(base_X, base_meta)
+    return {
+        "train_clips": tuned.n_clips,
+        "train_speakers": tuned.n_speakers,
+        "steps": len(tuned.losses),
+        "loss_first": round(tuned.losses[0], 4) if tuned.losses else None,
+        "loss_last10": round(float(np.mean(tuned.losses[-10:])), 4) if tuned.losses else None,
+        "train_seconds": round(tuned.seconds, 1),
+        "embed_seconds": round(result.embed_seconds, 1),
+        "val_pair_eer_adapted": round(val_pair_eer(result.X, meta), 4),
+        "val_pair_eer_pretrained": round(base_eer, 4) if base_eer is not None else None,
+    }
 
 
 def accepted(manifest: pd.DataFrame, rejects: pd.DataFrame) -> pd.DataFrame:

@@ -27,7 +27,7 @@ brought to 16 kHz with soxr HQ first):
    zero-padded), each embedded, averaged and L2-normalised: unit-norm, non-negative, 256-d.
 
 The encoder is loaded once per process (:func:`encoder`, cached) on the CPU and always runs
-with one torch thread (:func:`one_torch_thread`): the feature stage's parallelism is across
+with one torch thread (:func:`torch_threads`): the feature stage's parallelism is across
 files (one joblib worker per core), a second torch thread made the small LSTM batches
 slower on a busy 2-core machine (61 vs 563 ms per file measured), and a fixed thread count
 keeps the numbers identical whatever ``n_jobs`` is.  torch and resemblyzer are imported only
@@ -105,12 +105,22 @@ def encoder() -> Any:
 
 
 @contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """torch intra-op threads set to 1 for the block and restored after (costs < 1 us)."""
+def torch_threads(n: int) -> Iterator[None]:
+    """torch intra-op threads set to ``n`` for the block and restored after (0 leaves torch's count; costs < 1 us).
+
+    >>> import torch
+    >>> before = torch.get_num_threads()
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if n:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -155,7 +165,7 @@ def dvector(wave: np.ndarray, sample_rate: int, params: DvectorParams, model: An
     model = encoder() if model is None else model
     # one BLAS thread too (the mel filterbank product): a worker process and the main one
     # must give bit-identical vectors, and a second thread changes the summation order
-    with one_blas_thread(), one_torch_thread():
+    with one_blas_thread(), torch_threads(1):
         wave = encoder_input(wave, sample_rate, params)
         embed = model.embed_utterance(wave, rate=params.rate, min_coverage=params.min_coverage)
     return np.asarray(embed, dtype=np.float32)
