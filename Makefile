@@ -5,6 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-stamp
+DEV_STAMP := $(VENV)/.dev-installed-stamp
 
 # dvc's stage commands call `python`: make it the venv's.
 export PATH := $(BIN):$(PATH)
@@ -13,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONHASHSEED := 0
 
-.PHONY: setup run lint test test-all bench browser postgres clean-runs
+.PHONY: setup setup-dev run lint test test-all bench browser postgres clean-runs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	# constraints.txt pins the whole tree; torch==2.13.0 resolves to the local CPU wheel.
-	$(BIN)/python -m pip install -q -e '.[dev]' -c constraints.txt
+	$(BIN)/python -m pip install -q -e '.[notebook]' -c constraints.txt
 	# resemblyzer (feature set dvector; its pretrained weights ship in the wheel) without its
 	# declared deps: `webrtcvad` is a C source build (pyproject installs webrtcvad-wheels, the
 	# same module prebuilt) and the `typing` backport breaks Python 3.11; librosa, numpy,
@@ -34,6 +35,13 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 setup: $(STAMP)
 	@[ -d .dvc ] || $(BIN)/dvc init -q
 	@$(BIN)/dvc config core.analytics false
+
+# pytest, selenium, ruff, mypy: what only the suite and lint need, on top of setup.
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[notebook,dev]' -c constraints.txt
+	touch $(DEV_STAMP)
+
+setup-dev: setup $(DEV_STAMP)
 
 # Ends with the selection at a glance (voiceid/analysis/summary.py; `voiceid report` prints it again).
 run: setup
@@ -63,13 +71,13 @@ postgres:
 	fi
 
 # Lint and type-check (config in pyproject.toml); `make test` runs it first, so CI fails on it.
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check voiceid stages && $(BIN)/ruff format --check voiceid stages && $(BIN)/mypy
 
-test: setup browser postgres lint
+test: setup-dev browser postgres lint
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-all: setup browser postgres
+test-all: setup-dev browser postgres
 	$(BIN)/python -m pytest -q
 
 bench: setup
