@@ -22,12 +22,14 @@ $(BIN)/python:
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	# constraints.txt pins the whole tree; torch==2.13.0 resolves to the local CPU wheel.
-	$(BIN)/python -m pip install -q -e '.[notebook]' -c constraints.txt
+	# --no-compile: byte-compiling every installed module (torch, mlflow, ...) took ~110 of this
+	# step's ~165 s on 2 cores; Python compiles the modules actually imported on first use (~20 s).
+	$(BIN)/python -m pip install -q --no-compile -e '.[notebook]' -c constraints.txt
 	# resemblyzer (feature set dvector; its pretrained weights ship in the wheel) without its
 	# declared deps: `webrtcvad` is a C source build (pyproject installs webrtcvad-wheels, the
 	# same module prebuilt) and the `typing` backport breaks Python 3.11; librosa, numpy,
 	# scipy and torch come pinned from the line above.
-	$(BIN)/python -m pip install -q --no-deps -c constraints.txt resemblyzer==0.1.4
+	$(BIN)/python -m pip install -q --no-compile --no-deps -c constraints.txt resemblyzer==0.1.4
 	# Compile librosa's numba kernels once, serially: parallel first compiles corrupt the cache.
 	$(BIN)/python -c "from voiceid.features.jit import warm_jit_caches; warm_jit_caches()"
 	touch $(STAMP)
@@ -38,7 +40,7 @@ setup: $(STAMP)
 
 # pytest, selenium, ruff, mypy: what only the suite and lint need, on top of setup.
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[notebook,dev]' -c constraints.txt
+	$(BIN)/python -m pip install -q --no-compile -e '.[notebook,dev]' -c constraints.txt
 	touch $(DEV_STAMP)
 
 setup-dev: setup $(DEV_STAMP)
