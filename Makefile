@@ -13,6 +13,9 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONHASHSEED := 0
+# setup installs with --no-compile and Python caches the bytecode of what is imported: where the
+# environment sets PYTHONDONTWRITEBYTECODE every stage would recompile torch, mlflow, ... (~10 s each).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup setup-dev run lint test test-all bench browser postgres clean-runs
 
