@@ -9,9 +9,10 @@ embeds every accepted clip with it: the ``dvector_ft`` feature set.  Selection t
 it against the pretrained ``dvector`` on val, like any other set.
 
 Modules: ``params`` (the ``adapt`` section), ``finetune`` (the training loop: frames +
-labels in, weights out), ``run`` (which rows train it, decoding, the embedding table).
+labels in, weights out), ``run`` (which rows train it, decoding, the embedding table and
+its files: ``write_adapted``).
 
 May import: torch, resemblyzer (through ``voiceid.features.dvector``), ``voiceid.features``, ``voiceid.scoring``,
-``voiceid.data.audio``, ``voiceid.ecapa.train`` (its AAM-softmax head and seeding), numpy,
+``voiceid.data.audio``, ``voiceid.ecapa.train`` (its AAM-softmax head and seeding), ``voiceid.atomic``, numpy,
 pandas; never ``grid``, ``select``, ``serve`` or MLflow.
 """
