@@ -18,7 +18,9 @@ Prints the accuracy on the new speakers' remaining files, how many were called u
 share of strangers' files called unknown, and the cost the store has on the model's own speakers.
 Selection also weighs ``dvector_ft`` / ``joint_ft`` (the encoder fine-tuned on the pipeline
 speakers' train clips, the ``adapt`` stage's code) unless ``--no-adapt``.
-``--n-new 5 10 20`` measures how stranger acceptance holds as the gallery grows (one run each).
+``--n-new 5 10 20`` measures how stranger acceptance holds as the gallery grows: each draw trains
+once and holds out 20 new speakers, enrolls 5, then 5 more, then 10 more, and probes the same
+strangers after each step.
 """
 
 from __future__ import annotations
@@ -188,16 +190,22 @@ def top1(files: list[str], model_uri: str, store: Path) -> list[tuple[str, float
     return out
 
 
-def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, tuple[int, int, int, int]]:
-    """One held-out draw: train, enroll, identify; (right, unknown, called a new speaker, n) per group and rule."""
-    pipeline, new, strangers = held_out(seed, args.n_new, args.n_strangers)
+def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[int, dict[str, tuple[int, int, int, int]]]:
+    """One held-out draw: train once, then grow the store through ``args.n_new`` sizes (5, then 10, ...).
+
+    Per gallery size: (right, unknown, called a new speaker, n) per group and rule. The strangers
+    and the trained champion are the same at every size, so the sizes differ only in how many
+    new speakers ``voiceid enroll`` has added.
+    """
+    sizes = sorted(args.n_new)
+    pipeline, new_all, strangers = held_out(seed, sizes[-1], args.n_strangers)
     print(
-        f"\n== seed {seed}: held out (never seen by any stage): new {new}, strangers {strangers}; "
+        f"\n== seed {seed}: held out (never seen by any stage): new {new_all}, strangers {strangers}; "
         f"pipeline: {len(pipeline)} speakers",
         flush=True,
     )
     manifest = train_champion(work, pipeline, _with_seed(args, seed))
-    assert not set(manifest["speaker"]) & set(new + strangers)
+    assert not set(manifest["speaker"]) & set(new_all + strangers)
 
     store = work / f"enrollment-{seed}"
     for f in store.glob("*"):
@@ -206,58 +214,64 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, tuple
     common = ["--model", model_uri, "--store", str(store)]
     rng = np.random.default_rng(seed)
     enrolled_files, probes = {}, {}
-    for s in new:
+    for s in new_all:
         files = sorted(str(f) for f in (DATA / s).glob("*.wav"))
         pick = set(rng.choice(len(files), args.enroll_files, replace=False).tolist())
         enrolled_files[s] = [f for i, f in enumerate(files) if i in pick]
         probes[s] = [f for i, f in enumerate(files) if i not in pick]
     own = manifest[(manifest["role"] == "enrolled") & (manifest["split"] == "test")]
-    groups = {
-        "new": [(f, s) for s in new for f in probes[s]],
+    fixed = {
         "strangers": [(str(f), "unknown") for s in strangers for f in sorted((DATA / s).glob("*.wav"))],
         "own": [(str(Path(p).resolve()), s) for p, s in zip(own["path"], own["speaker"])],
     }
-    without = {g: identify([f for f, _ in v], common, "--no-store") for g, v in groups.items()}
-    for s in new:
-        rc, out, err = cli(["enroll", *common, "--speaker", s, *enrolled_files[s]])
-        print(f"enroll {s}: {out.strip() or err.strip()}")
-        if rc != 0:
-            raise SystemExit(1)
-    with_store = {g: identify([f for f, _ in v], common) for g, v in groups.items()}
-
-    counts: dict[str, tuple[int, int, int, int]] = {}
-    for g, v in groups.items():
-        truth = [t for _, t in v]
-        # "hybrid" (a proposal, not what identify does): the primary model's answer when it accepts,
-        # else the store's answer when it names an enrolled-later speaker, else unknown.
-        hybrid = [
-            a["speaker"] if a["known"] else (b["speaker"] if b["speaker"] in new else "unknown")
-            for a, b in zip(without[g], with_store[g])
-        ]
-        for rule, said in (
-            ("without store", [r["speaker"] for r in without[g]]),
-            ("with store", [r["speaker"] for r in with_store[g]]),
-            ("hybrid", hybrid),
-        ):
-            counts[f"{g}/{rule}"] = (
-                sum(a == t for a, t in zip(said, truth)),
-                sum(a == "unknown" for a in said),
-                sum(a in new for a in said),
-                len(said),
-            )
-    closed = top1([f for f, _ in groups["new"]], model_uri, store)
-    counts["new/top-1, no threshold"] = (
-        sum(p == t for (p, _), (_, t) in zip(closed, groups["new"])),
-        0,
-        sum(p in new for p, _ in closed),
-        len(closed),
-    )
-    print(
-        f"seed {seed}: threshold with the store {with_store['new'][0]['threshold']:.4f}; "
-        + "; ".join(f"{k} {r}/{n} right, {u} unknown, {a} new" for k, (r, u, a, n) in counts.items()),
-        flush=True,
-    )
-    return counts
+    without_fixed = {g: identify([f for f, _ in v], common, "--no-store") for g, v in fixed.items()}
+    by_size: dict[int, dict[str, tuple[int, int, int, int]]] = {}
+    done = 0
+    for n_new in sizes:
+        new = new_all[:n_new]
+        for s in new[done:]:
+            rc, out, err = cli(["enroll", *common, "--speaker", s, *enrolled_files[s]])
+            print(f"enroll {s}: {out.strip() or err.strip()}")
+            if rc != 0:
+                raise SystemExit(1)
+        done = n_new
+        groups = {"new": [(f, s) for s in new for f in probes[s]], **fixed}
+        without = {**without_fixed, "new": identify([f for f, _ in groups["new"]], common, "--no-store")}
+        with_store = {g: identify([f for f, _ in v], common) for g, v in groups.items()}
+        counts: dict[str, tuple[int, int, int, int]] = {}
+        for g, v in groups.items():
+            truth = [t for _, t in v]
+            # "hybrid" (a proposal, not what identify does): the primary model's answer when it accepts,
+            # else the store's answer when it names an enrolled-later speaker, else unknown.
+            hybrid = [
+                a["speaker"] if a["known"] else (b["speaker"] if b["speaker"] in new else "unknown")
+                for a, b in zip(without[g], with_store[g])
+            ]
+            for rule, said in (
+                ("without store", [r["speaker"] for r in without[g]]),
+                ("with store", [r["speaker"] for r in with_store[g]]),
+                ("hybrid", hybrid),
+            ):
+                counts[f"{g}/{rule}"] = (
+                    sum(a == t for a, t in zip(said, truth)),
+                    sum(a == "unknown" for a in said),
+                    sum(a in new for a in said),
+                    len(said),
+                )
+        closed = top1([f for f, _ in groups["new"]], model_uri, store)
+        counts["new/top-1, no threshold"] = (
+            sum(p == t for (p, _), (_, t) in zip(closed, groups["new"])),
+            0,
+            sum(p in new for p, _ in closed),
+            len(closed),
+        )
+        print(
+            f"seed {seed}, {n_new} new enrolled: threshold with the store {with_store['strangers'][0]['threshold']:.4f}; "
+            + "; ".join(f"{k} {r}/{n} right, {u} unknown, {a} new" for k, (r, u, a, n) in counts.items()),
+            flush=True,
+        )
+        by_size[n_new] = counts
+    return by_size
 
 
 def _with_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:
@@ -270,7 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-trials", type=int, default=4)
     parser.add_argument("--ecapa", action="store_true", help="also train ECAPA (slow on CPU: ~10 min per seed)")
     parser.add_argument("--no-adapt", dest="adapt", action="store_false", help="skip fine-tuning: no dvector_ft / joint_ft")
-    parser.add_argument("--n-new", type=int, nargs="*", default=[3], help="new speakers per draw; several values: one table each")
+    parser.add_argument(
+        "--n-new",
+        type=int,
+        nargs="*",
+        default=[3],
+        help="gallery sizes: new speakers enrolled per draw, grown in steps (one training per draw)",
+    )
     parser.add_argument("--n-strangers", type=int, default=8)
     parser.add_argument("--enroll-files", type=int, default=5)
     parser.add_argument(
@@ -289,33 +309,41 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     t_all = time.perf_counter()
-    sizes = list(args.n_new)
-    for n_new in sizes:
-        args = argparse.Namespace(**{**vars(args), "n_new": n_new})
-        total: Counter[str] = Counter()
-        keys: list[str] = []
-        for seed in args.seeds:
-            for k, (right, unknown, as_new, n) in run_seed(seed, work, args).items():
+    sizes = sorted(args.n_new)
+    total: dict[int, Counter[str]] = {n: Counter() for n in sizes}
+    keys: list[str] = []
+    for seed in args.seeds:
+        for n_new, counts in run_seed(seed, work, args).items():
+            for k, (right, unknown, as_new, n) in counts.items():
                 keys += [k] if k not in keys else []
-                total[f"{k}:right"] += right
-                total[f"{k}:unknown"] += unknown
-                total[f"{k}:new"] += as_new
-                total[f"{k}:n"] += n
-
+                total[n_new][f"{k}:right"] += right
+                total[n_new][f"{k}:unknown"] += unknown
+                total[n_new][f"{k}:new"] += as_new
+                total[n_new][f"{k}:n"] += n
+    for n_new in sizes:
+        t = total[n_new]
         print(
-            f"\naz_digits, {len(args.seeds)} held-out draws (seeds {args.seeds}), each: {args.n_new} new speakers enrolled "
+            f"\naz_digits, {len(args.seeds)} held-out draws (seeds {args.seeds}), each: {n_new} new speakers enrolled "
             f"from {args.enroll_files} files, {args.n_strangers} strangers never enrolled; all never seen by the pipeline"
         )
         print(f"{'probes':10s} {'decision':24s} {'files':>6s} {'accuracy':>9s} {'unknown':>8s} {'new spk':>8s}")
         for k in keys:
             group, rule = k.split("/")
-            n, right, unknown, as_new = (total[f"{k}:{c}"] for c in ("n", "right", "unknown", "new"))
+            n, right, unknown, as_new = (t[f"{k}:{c}"] for c in ("n", "right", "unknown", "new"))
             acc = f"{right / n:9.1%}" if group != "strangers" else f"{'':>9s}"
             print(f"{group:10s} {rule:24s} {n:6d} {acc} {unknown / n:8.1%} {as_new / n:8.1%}")
         print(
             "(strangers: 'unknown' is the right answer; 'new spk': called one of the newly enrolled speakers; "
             "'with store' is what voiceid identify does)"
         )
+    if len(sizes) > 1:
+        print("\nas the store grows (same draws, same strangers; with the store):")
+        print(f"{'new enrolled':>12s} {'new identified':>15s} {'strangers unknown':>18s} {'strangers accepted':>19s}")
+        for n_new in sizes:
+            t = total[n_new]
+            ident = t["new/with store:right"] / t["new/with store:n"]
+            unk = t["strangers/with store:unknown"] / t["strangers/with store:n"]
+            print(f"{n_new:12d} {ident:15.1%} {unk:18.1%} {1 - unk:19.1%}")
     print(f"total {time.perf_counter() - t_all:.1f} s; work dir {work}")
     return 0
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise, record_run  # noqa: E402
+from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise, record_run
 
 
 def main(argv: list[str] | None = None) -> int:

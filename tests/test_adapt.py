@@ -201,3 +201,21 @@ def test_the_stage_writes_the_table_the_champion_front_end_reproduces(pipeline_r
     assert not np.allclose(pretrained(clip.wave, clip.sample_rate), X[i], atol=1e-3)  # it is the adapted encoder
     with pytest.raises(ValueError, match="adapted encoder"):
         FrontEnd("dvector_ft", fparams)(clip.wave, clip.sample_rate)
+
+
+def test_the_stage_logs_its_report_and_loss_curve_to_mlflow(pipeline_run: PipelineRun) -> None:
+    """One run per fine-tuning, in the dvector_ft experiment: params, the metrics file's numbers, a loss per step."""
+    import mlflow
+
+    client = mlflow.MlflowClient(pipeline_run.uri)
+    exp = client.get_experiment_by_name(pipeline_run.experiment("dvector_ft"))
+    assert exp is not None and exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    (run,) = client.search_runs([exp.experiment_id], "tags.stage = 'adapt'")
+    report = json.loads((pipeline_run.root / "metrics" / "adapt.json").read_text())
+    assert run.data.params["steps"] == "4" and run.data.params["speakers"] == "both"
+    assert run.data.metrics["val_pair_eer_adapted"] == pytest.approx(report["val_pair_eer_adapted"])
+    assert run.data.tags["feature_set"] == "dvector_ft" and run.data.tags["data_hash"]
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == [0, 1, 2, 3]
+    assert history[0].value == pytest.approx(report["loss_first"], abs=1e-4)
+    assert not client.search_runs([exp.experiment_id], "tags.stage = 'final'")  # selection never takes it for a model

@@ -77,7 +77,8 @@ def test_gallery_enrolls_a_new_speaker_without_retraining(built: Built, tmp_path
     gallery_path = save_gallery(tmp_path / "g.npz", speaker_centroids(emb, ["newbie"] * 3), champion.embedding.embedder_id)
     gallery = load_gallery(gallery_path, champion.embedding.embedder_id)
     with_gallery = champion.identify(new[3], 16000, gallery=gallery)
-    assert with_gallery == ("newbie", with_gallery.score, champion.embedding_threshold, True)
+    n_own = len(champion.embedding.speakers)
+    assert with_gallery == ("newbie", with_gallery.score, champion.embedding.threshold_for(n_own + 1, champion.embedding_threshold), True)
     assert champion.identify(new[3], 16000).speaker != "newbie"
     framed = champion.predict_frame(pd.DataFrame({"waveform": [new[3].tolist()], "sample_rate": [16000]}), gallery_path)
     assert framed.loc[0, "speaker"] == "newbie"
@@ -85,6 +86,21 @@ def test_gallery_enrolls_a_new_speaker_without_retraining(built: Built, tmp_path
         load_gallery(gallery_path, "ecapa:other-run")
     with pytest.raises(ValueError, match="dims"):
         champion.identify(new[3], 16000, gallery=Centroids(["x"], np.ones((1, 3))))
+
+
+def test_the_threshold_rises_with_the_gallery_from_the_val_threshold(built: Built) -> None:
+    """At the model's own speakers it is the val threshold; each speaker enrolled later raises it (strangers' extra chances)."""
+    _, _, champion = built
+    scorer, base = champion.embedding, champion.embedding_threshold
+    assert scorer.strangers is not None and len(scorer.strangers.mean) > 0  # fitted on the val strangers
+    n_own = len(scorer.speakers)
+    rising = [scorer.threshold_for(n, base) for n in (n_own, n_own + 1, n_own + 10, n_own + 100)]
+    assert rising[0] == base and all(a < b for a, b in zip(rising, rising[1:])), rising
+    scorer.strangers, kept = None, scorer.strangers  # a champion pickled before the rule: the val threshold
+    try:
+        assert scorer.threshold_for(n_own + 100, base) == base
+    finally:
+        scorer.strangers = kept
 
 
 def test_pyfunc_from_the_registry_predicts_in_process(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -54,6 +54,33 @@ def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     return data
 
 
+MISSING: Any = object()  # what lookup() returns for a key the params do not have
+
+
+def lookup(raw: dict[str, Any], dotted: str) -> Any:
+    """The value at ``dotted`` (e.g. ``"grid.dataset_name"``) in parsed params, or :data:`MISSING`.
+
+    >>> lookup({"grid": {"dataset_name": "default"}}, "grid.dataset_name"), lookup({}, "grid.x") is MISSING
+    ('default', True)
+    """
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+def read_key(dotted: str, kind: type, path: str | Path = DEFAULT_PARAMS) -> Any:
+    """One value of another stage's section (DVC tracks it as ``dotted``), checked to be a ``kind``."""
+    value = lookup(read_params(path), dotted)
+    if value is MISSING:
+        raise ConfigError(f"{path}: missing key '{dotted}'")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{path}: '{dotted}' must be a {kind.__name__}, found {value!r}")
+    return value
+
+
 def load_section(cls: type[T], name: str, path: str | Path = DEFAULT_PARAMS) -> T:
     """Load section ``name`` of the params file at ``path`` into dataclass ``cls``."""
     data = read_params(path)

@@ -18,19 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from voiceid.config import MISSING as _MISSING
 from voiceid.config import ConfigError, read_params
+from voiceid.config import lookup as _get
 
 Rule = Callable[[dict[str, Any]], list[str]]
-_MISSING = object()
-
-
-def _get(raw: dict[str, Any], dotted: str) -> Any:
-    node: Any = raw
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
 
 
 def _sample_rates(raw: dict[str, Any]) -> list[str]:

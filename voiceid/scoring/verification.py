@@ -190,22 +190,66 @@ def probit(rate: ArrayLike) -> NDArray[np.float64]:
     return np.asarray(norm.ppf(np.clip(np.asarray(rate, dtype=np.float64), DET_CLIP, 1 - DET_CLIP)), dtype=np.float64)
 
 
-def gallery_threshold(nontarget: ArrayLike, n_models: int, far: float) -> float:
-    """Top-1 threshold that keeps a stranger's acceptance near ``far`` against ``n_models`` enrolled speakers.
+class StrangerScores(NamedTuple):
+    """Validation strangers' scores against the enrolled speakers: a normal per stranger.
 
-    A stranger is accepted when *any* of its ``n_models`` non-target scores reaches the
-    threshold, so with a fixed threshold FAR grows with the gallery: with per-pair false-alarm
-    rate p(t), FAR_n(t) = 1 - (1 - p(t))^n (independent pairs).  The threshold returned makes
-    p(t) = 1 - (1 - far)^(1/n), read off the validation non-target pair scores ``nontarget``
-    (stranger probes against enrolled speakers).  Real non-target scores of one probe are
-    positively correlated, so the realised FAR is at most about ``far``.
-
-    >>> s = np.linspace(0, 1, 1001)
-    >>> round(gallery_threshold(s, 1, 0.05), 3), round(gallery_threshold(s, 10, 0.05), 3)
-    (0.95, 0.995)
+    Per stranger, as T-norm models scores: one stranger's non-target scores are correlated (a
+    voice near the population's centre scores high against everyone: a "wolf"), so strangers
+    are modelled one by one rather than pooled.  With a few enrolled speakers a per-stranger sd
+    is too noisy (its overestimates dominate the tail of a large gallery), so the sd is pooled
+    over strangers, and each stranger's mean is shrunk toward the grand mean by the share of
+    its spread that is not sampling noise (empirical Bayes).
     """
-    s = np.sort(np.asarray(nontarget, dtype=np.float64).ravel())
-    if len(s) == 0 or n_models < 1 or not 0.0 < far < 1.0:
-        raise ValueError(f"need non-target scores, n_models >= 1 and 0 < far < 1, found {len(s)}, {n_models}, {far}")
-    per_pair = 1.0 - (1.0 - far) ** (1.0 / n_models)
-    return float(np.quantile(s, 1.0 - per_pair, method="higher"))
+
+    mean: NDArray[np.float64]  # (n_strangers,)
+    sd: NDArray[np.float64]  # (n_strangers,)
+
+    @classmethod
+    def fit(cls, scores: ArrayLike) -> StrangerScores:
+        """From an (n_strangers, n_models) score matrix."""
+        S = np.asarray(scores, dtype=np.float64)
+        if S.ndim != 2 or S.shape[0] < 1 or S.shape[1] < 1 or S.size < 2:
+            raise ValueError(f"need an (n_strangers, n_models) matrix of at least 2 scores, found shape {S.shape}")
+        n, m = S.shape
+        within = float(S.var(axis=1, ddof=1).mean()) if m > 1 else float(S.var(ddof=1))
+        means = S.mean(axis=1)
+        between = float(means.var(ddof=1)) if n > 1 else 0.0
+        keep = max(0.0, between - within / m) / between if between > 0 else 0.0
+        grand = float(means.mean())
+        return cls(grand + keep * (means - grand), np.full(n, max(np.sqrt(within), 1e-6)))
+
+    def accepted(self, threshold: float, n_models: int) -> float:
+        """Modelled share of strangers whose best of ``n_models`` scores reaches ``threshold``."""
+        below = norm.cdf((threshold - self.mean) / self.sd)  # P(one score < t), per stranger
+        return float(np.mean(1.0 - below**n_models))
+
+    def threshold(self, far: float, n_models: int) -> float:
+        """The top-1 threshold at which a share ``far`` of strangers is accepted against ``n_models`` speakers."""
+        if not 0.0 < far < 1.0 or n_models < 1:
+            raise ValueError(f"need 0 < far < 1 and n_models >= 1, found {far} and {n_models}")
+        lo, hi = float(np.min(self.mean - 12 * self.sd)), float(np.max(self.mean + 12 * self.sd))
+        for _ in range(100):  # bisection: accepted() falls as the threshold rises
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if self.accepted(mid, n_models) > far else (lo, mid)
+        return hi
+
+
+def gallery_threshold(base: float, strangers: StrangerScores, n_fitted: int, n_models: int) -> float:
+    """Top-1 threshold for ``n_models`` enrolled speakers, holding the stranger acceptance ``base`` had at ``n_fitted``.
+
+    A stranger is accepted when *any* of its scores reaches the threshold, so with a fixed
+    threshold FAR grows with the gallery.  ``base`` was fitted on validation data against the
+    ``n_fitted`` speakers of the model; the modelled acceptance at ``base`` is held constant:
+    the threshold returned accepts the same share of (modelled) strangers against ``n_models``.
+    It never falls below ``base``.
+
+    >>> strangers = StrangerScores(np.zeros(100), np.ones(100))
+    >>> round(gallery_threshold(1.645, strangers, 1, 1), 3), round(gallery_threshold(1.645, strangers, 1, 10), 3)
+    (1.645, 2.568)
+    """
+    if n_models <= n_fitted or not np.isfinite(base):
+        return float(base)
+    far = strangers.accepted(base, n_fitted)
+    if far <= 0.0:  # base sits beyond every modelled stranger: nothing to hold
+        return float(base)
+    return max(float(base), strangers.threshold(far, n_models))

@@ -20,7 +20,7 @@ from voiceid.scoring.backend import AsNorm, EmbeddingBackend
 from voiceid.scoring.calibration import ScoreCalibrator
 from voiceid.scoring.centroids import speaker_centroids
 from voiceid.scoring.openset import Probes
-from voiceid.scoring.verification import eer
+from voiceid.scoring.verification import StrangerScores, eer
 from voiceid.select.calibration import calibrate_classifier
 from voiceid.select.params import SelectParams
 from voiceid.select.thresholds import fit_thresholds
@@ -292,8 +292,7 @@ def _best_embedding_variant(
         tried[variant] = float(eer(val.score, val.known.astype(int))[0])
         if best is None or tried[variant] < best[0]:
             # val strangers against every enrolled speaker: how the threshold must rise as a gallery grows
-            scorer.nontarget = np.sort(cos[~known].ravel())
-            scorer.far_target = params.target_fpr
+            scorer.strangers = StrangerScores.fit(cos[~known]) if (~known).any() else None
             best = (tried[variant], scorer, val, variant)
     if best is None:
         raise ValueError(f"no back-end variant of {list(params.backends)} could be calibrated on val")

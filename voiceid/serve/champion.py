@@ -36,7 +36,7 @@ from voiceid.scoring.calibration import ScoreCalibrator
 from voiceid.scoring.centroids import Centroids, merge
 from voiceid.scoring.cosine import cosine_matrix
 from voiceid.scoring.openset import UNKNOWN
-from voiceid.scoring.verification import gallery_threshold
+from voiceid.scoring.verification import StrangerScores, gallery_threshold
 from voiceid.serve.frontend import Embedder, FrontEnd
 from voiceid.serve.gallery import load_gallery
 from voiceid.serve.request import SOURCES, RowRules, describe, resolve_root, row_clip, row_label
@@ -87,9 +87,9 @@ class EmbeddingScorer:
         self.calibrator = calibrator
         self.embedder_id = embedder_id  # galleries record it, so vectors of another model are refused
         self.asnorm: Any = None  # a fitted voiceid.scoring.backend.AsNorm, set by selection when it wins on val
-        # val strangers' scores against each enrolled speaker, and the FAR to hold (gallery_threshold)
-        self.nontarget: NDArray[np.float64] | None = None
-        self.far_target: float | None = None
+        # val strangers' scores against the enrolled speakers (per stranger): how the threshold must
+        # rise as a gallery grows (gallery_threshold); set by selection
+        self.strangers: StrangerScores | None = None
 
     @property
     def speakers(self) -> list[str]:
@@ -102,17 +102,17 @@ class EmbeddingScorer:
         return cents, cos if asnorm is None else asnorm.normalize(cos, emb, cents.vectors)
 
     def threshold_for(self, n_speakers: int, base: float) -> float:
-        """The score threshold that keeps strangers' acceptance near ``far_target`` against ``n_speakers``.
+        """The score threshold that keeps strangers' acceptance where ``base`` had it, against ``n_speakers``.
 
         More enrolled speakers give a stranger more chances to score high, so the threshold rises
-        with the gallery (:func:`voiceid.scoring.verification.gallery_threshold` on the val
-        strangers' scores); it never drops below ``base``, the threshold fitted on val.
-        Champions pickled before this existed keep ``base``.
+        with the gallery (:func:`voiceid.scoring.verification.gallery_threshold`, on the val
+        strangers' scores against this model's own speakers); it never drops below ``base``, the
+        threshold fitted on val.  Champions pickled before this existed keep ``base``.
         """
-        nontarget, far = getattr(self, "nontarget", None), getattr(self, "far_target", None)
-        if nontarget is None or far is None or len(nontarget) == 0 or not 0 < far < 1:
+        strangers = getattr(self, "strangers", None)
+        if not isinstance(strangers, StrangerScores):
             return base
-        raw = gallery_threshold(nontarget, n_speakers, far)
+        raw = gallery_threshold(self.calibrator.inverse(base), strangers, len(self.centroids.speakers), n_speakers)
         return max(base, float(self.calibrator.predict_proba(raw)))
 
     def score_embeddings(self, emb: NDArray[np.float64], gallery: Centroids | None = None) -> Scored:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
 
 STAGE_TAG = "stage"
-Stage = Literal["study", "trial", "final"]
+MAX_METRICS_PER_BATCH = 1000  # MLflow refuses larger log_batch calls
+Stage = Literal["study", "trial", "final", "adapt"]
 Flavor = Literal["sklearn", "pytorch"]
 
 
@@ -54,6 +56,17 @@ def log_contents(
         mlflow.log_metrics(kept)
     for name, obj in (json_artifacts or {}).items():
         mlflow.log_dict(jsonable(obj), name)
+
+
+def log_series(mlflow: ModuleType, run_id: str, series: Mapping[str, Sequence[float]]) -> None:
+    """Log each value list as one metric's history (step = position), batched, non-finite values skipped."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(str(k), float(v), now, i) for k, values in series.items() for i, v in enumerate(values) if finite(v)]
+    client = mlflow.MlflowClient()
+    for start in range(0, len(batch), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=batch[start : start + MAX_METRICS_PER_BATCH])
 
 
 @contextlib.contextmanager

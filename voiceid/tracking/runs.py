@@ -4,7 +4,8 @@ One *study* run per Optuna study (tag ``stage=study``), with one nested *trial* 
 trial (tag ``stage=trial``, ``mlflow.parentRunId`` = the study run); one *final* run per
 study (tag ``stage=final``): the best configuration refitted, with validation and test
 metrics, the model, a confusion-matrix figure and the tags ``family``, ``feature_set``,
-``git_commit``, ``data_hash``, ``seed``.
+``git_commit``, ``data_hash``, ``seed``; one *adapt* run per fine-tuning of the pretrained
+encoder (tag ``stage=adapt``, experiment ``voiceid/<dataset>/dvector_ft``), with its loss curve.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from voiceid.tracking._common import (
     Stage,
     finite,
     log_contents,
+    log_series,
     quote,
     str_tags,
 )
@@ -217,9 +219,12 @@ def log_final_run(
     requirements: Sequence[str] | None = None,
     figures: Mapping[str, Figure] | None = None,
     json_artifacts: Mapping[str, Any] | None = None,
+    series: Mapping[str, Sequence[float]] | None = None,
     stage: Stage = "final",
 ) -> str:
     """Log a refitted model as a top-level run and return its run id.
+
+    ``series``: metrics with a history (e.g. a training loss per step), shown as curves.
 
     ``model`` (optional) is logged under the artifact name ``model`` (see
     :func:`voiceid.tracking.models.log_model`). Non-finite metrics are skipped (MLflow
@@ -231,6 +236,8 @@ def log_final_run(
     run_tags = {**str_tags(tags), STAGE_TAG: stage}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
         log_contents(mlflow, params, metrics, json_artifacts)
+        if series:
+            log_series(mlflow, run.info.run_id, series)
         log_manifest_input(mlflow, run_tags.get("data_hash"), "training")  # the runs table's Dataset column
         for name, fig in (figures or {}).items():
             mlflow.log_figure(fig, name)

@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.request
 import webbrowser
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 ML_VIEW = "workflowType=machine_learning"
@@ -41,15 +41,26 @@ def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port)]
 
 
-def pick_experiment(experiments: Mapping[str, str], wanted: str | None) -> tuple[str, str] | None:
-    """(name, id) to open: ``wanted``, else the first training experiment (lowest id, not ``voiceid/select``).
+def pick_experiment(
+    experiments: Mapping[str, str], wanted: str | None, with_models: Collection[str] = ()
+) -> tuple[str, str] | None:
+    """(name, id) to open: ``wanted``, else the first experiment (lowest id) holding trained models.
 
-    >>> pick_experiment({"voiceid/select": "5", "voiceid/default/mfcc60": "1", "voiceid/default/dvector": "3"}, None)
-    ('voiceid/default/mfcc60', '1')
+    ``with_models``: experiments with final runs (the grid's and ECAPA's); without any, the first
+    experiment other than ``voiceid/select``. The ``adapt`` stage's experiment (its one
+    fine-tuning run) is created before the grid's, which is why "lowest id" alone is not enough.
+
+    >>> ids = {"voiceid/select": "5", "voiceid/default/dvector_ft": "1", "voiceid/default/mfcc60": "2"}
+    >>> pick_experiment(ids, None, {"voiceid/default/mfcc60"}), pick_experiment(ids, None)
+    (('voiceid/default/mfcc60', '2'), ('voiceid/default/dvector_ft', '1'))
     """
     if wanted is not None:
         return (wanted, experiments[wanted]) if wanted in experiments else None
-    training = {n: i for n, i in experiments.items() if n != "voiceid/select"} or dict(experiments)
+    training = (
+        {n: i for n, i in experiments.items() if n in with_models}
+        or {n: i for n, i in experiments.items() if n != "voiceid/select"}
+        or dict(experiments)
+    )
     if not training:
         return None
     name = min(training, key=lambda n: int(training[n]) if training[n].isdigit() else 0)
@@ -70,7 +81,7 @@ def _healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from voiceid.tracking.config import configure
-    from voiceid.tracking.query import experiment_ids
+    from voiceid.tracking.query import experiment_ids, search_final_runs
 
     uri = configure(args.tracking_uri)
     experiments = experiment_ids("voiceid/")
@@ -89,7 +100,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         if not _healthy(base, proc, args.start_timeout):
             print(f"voiceid ui: mlflow ui did not answer on {base}/health (exit code {proc.poll()})", file=sys.stderr)
             return 2
-        chosen = pick_experiment(experiments, args.experiment)
+        chosen = pick_experiment(experiments, args.experiment, {r.experiment for r in search_final_runs()})
         if args.experiment is not None and chosen is None:
             print(f"voiceid ui: no experiment {args.experiment!r} in {uri} (have {sorted(experiments)})", file=sys.stderr)
             return 2
