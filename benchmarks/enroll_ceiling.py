@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _azdigits import DATA, REPO, add_work_dir, open_work_dir, prepare_and_featurise
+from _azdigits import DATA, REPO, Prepared, add_work_dir, open_work_dir, prepare_and_featurise
 from enroll_az_digits import held_out
 
 if TYPE_CHECKING:
@@ -117,24 +117,15 @@ def draw(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44])
-    parser.add_argument("--n-new", type=int, nargs="*", default=[5, 10, 20])
-    parser.add_argument("--n-strangers", type=int, default=8)
-    parser.add_argument("--no-adapt", dest="adapt", action="store_false", help="skip fine-tuning: no dvector_ft / joint_ft")
-    add_work_dir(parser, "enroll_ceiling")
-    args = parser.parse_args(argv)
-    work = open_work_dir(args)
-    if work is None:
-        return 2
+def featurise_all(work: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, Prepared]:
+    """Every az_digits clip as ``mfcc60`` and ``dvector`` rows (roles are assigned per draw): meta, tables, speakers."""
     from voiceid.data.prepare import PrepareParams
     from voiceid.features.tables import read_feature_table
 
     files = [(str(f), s.name) for s in sorted(DATA.iterdir()) if s.is_dir() for f in sorted(s.glob("*.wav"))]
     pd.DataFrame(files, columns=["path", "speaker"]).to_csv(work / "files.csv", index=False)
     n = len({s for _, s in files})
-    # roles do not matter here (every clip is featurised once; draw() assigns the roles)
+    # roles do not matter here (every clip is featurised once; the draws assign the roles)
     plan = PrepareParams(
         adapter="csv",
         source=str(work / "files.csv"),
@@ -152,7 +143,21 @@ def main(argv: list[str] | None = None) -> int:
     meta = tables["mfcc60"][0]
     assert (meta["utt_id"].to_numpy() == tables["dvector"][0]["utt_id"].to_numpy()).all()
     X = {s: np.asarray(t[1], dtype=np.float64) for s, t in tables.items()}
-    spk = meta["speaker"].astype(str).to_numpy()
+    return meta, X, meta["speaker"].astype(str).to_numpy(), ws
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44])
+    parser.add_argument("--n-new", type=int, nargs="*", default=[5, 10, 20])
+    parser.add_argument("--n-strangers", type=int, default=8)
+    parser.add_argument("--no-adapt", dest="adapt", action="store_false", help="skip fine-tuning: no dvector_ft / joint_ft")
+    add_work_dir(parser, "enroll_ceiling")
+    args = parser.parse_args(argv)
+    work = open_work_dir(args)
+    if work is None:
+        return 2
+    meta, X, spk, ws = featurise_all(work)
     paths = ws.manifest.set_index(ws.manifest["utt_id"].astype(str))["path"].astype(str).loc[meta["utt_id"].astype(str)].tolist()
     tune = (lambda fit: adapted(meta, paths, fit, ws.fparams)) if args.adapt else None
 

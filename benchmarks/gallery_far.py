@@ -1,0 +1,112 @@
+"""Does stranger acceptance hold as speakers are enrolled? The gallery threshold against a fixed one, on az_digits.
+
+Per seeded draw (``enroll_az_digits.held_out``: 20 *new* speakers and 8 *strangers*, neither
+seen by anything fitted): of the other 31 speakers 2/3 are the model's own (8 training clips
+each: their centroids, the scalers and the WCCN back-end), the rest are *validation strangers*
+(10 clips each).  The val threshold accepts 5% of the val strangers' top-1 scores (the ``fpr``
+rule of stage ``select``).  Then 5, 10 and 20 new speakers are enrolled from 5 clips each, and
+the test strangers' acceptance and the new speakers' identification rate are measured with
+
+* ``fixed``: the val threshold as it is;
+* ``gallery``: :func:`voiceid.scoring.verification.gallery_threshold` on the val strangers'
+  :class:`~voiceid.scoring.verification.StrangerScores` (what ``voiceid identify`` does with a store).
+
+Systems as in ``enroll_ceiling.py`` (no fine-tuning: the adapted encoder needs one training per
+draw, which ``enroll_az_digits.py`` does): cosine of ``mfcc60``, ``dvector`` and ``joint``, plain
+or behind WCCN.  Only scores are computed here, so many draws are cheap (~10 s after the
+features are cached in the work dir).
+
+Usage:
+    .venv/bin/python benchmarks/gallery_far.py [--seeds 42 43 ... 49] [--n-new 5 10 20] [--work-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _azdigits import add_work_dir, open_work_dir
+from enroll_az_digits import held_out
+from enroll_ceiling import SYSTEMS, embed, featurise_all
+
+TARGET = 0.05  # select.target_fpr of params.yaml
+
+
+def draw(seed: int, sizes: list[int], n_strangers: int, X: dict[str, np.ndarray], spk: np.ndarray) -> dict[tuple, tuple]:
+    """{(system, n_new, rule): (strangers accepted, new speakers identified)} for one held-out draw."""
+    from voiceid.scoring.backend import EmbeddingBackend
+    from voiceid.scoring.cosine import cosine_matrix, l2_normalize
+    from voiceid.scoring.verification import StrangerScores, far_threshold, gallery_threshold
+
+    pipeline, new_all, strangers = held_out(seed, max(sizes), n_strangers)
+    rng = np.random.default_rng(seed)
+    order = [str(s) for s in rng.permutation(pipeline)]
+    own, val_strangers = order[: round(len(order) * 2 / 3)], order[round(len(order) * 2 / 3) :]
+    rows = {s: rng.permutation(np.flatnonzero(spk == s)) for s in np.unique(spk)}
+    fit = np.concatenate([rows[s][:8] for s in own])
+    val = np.concatenate([rows[s][:10] for s in val_strangers])
+    test = np.concatenate([rows[s] for s in strangers])
+    out: dict[tuple, tuple] = {}
+    for system in SYSTEMS:
+        E = embed(system, X, fit)
+        for backend in ("plain", "wccn"):
+            T = EmbeddingBackend(wccn=True).fit(E[fit], spk[fit]).transform(E) if backend == "wccn" else l2_normalize(E)
+            centroid = {s: l2_normalize(T[rows[s][:8] if s in own else rows[s][:5]].mean(axis=0)) for s in own + new_all}
+            S_val = cosine_matrix(T[val], np.stack([centroid[s] for s in own]))  # (val strangers, own)
+            top = S_val.max(axis=1)
+            base = far_threshold(top, np.ones(len(top), dtype=bool), TARGET)
+            model = StrangerScores.fit(S_val)
+            for n_new in (0, *sizes):
+                names = np.array(own + new_all[:n_new])
+                C = np.stack([centroid[s] for s in names])
+                accepted_top = cosine_matrix(T[test], C).max(axis=1)
+                probes = np.concatenate([rows[s][5:] for s in new_all[:n_new]]) if n_new else np.zeros(0, dtype=int)
+                S_new = cosine_matrix(T[probes], C)
+                right = names[S_new.argmax(axis=1)] == spk[probes] if n_new else np.zeros(0, dtype=bool)
+                for rule, t in (("fixed", base), ("gallery", gallery_threshold(base, model, len(own), len(names)))):
+                    ident = float((right & (S_new.max(axis=1) >= t)).mean()) if n_new else float("nan")
+                    out[(f"{system}/{backend}", n_new, rule)] = (float((accepted_top >= t).mean()), ident)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="*", default=list(range(42, 50)))
+    parser.add_argument("--n-new", type=int, nargs="*", default=[5, 10, 20])
+    parser.add_argument("--n-strangers", type=int, default=8)
+    add_work_dir(parser, "enroll_ceiling")  # the same feature tables as enroll_ceiling.py
+    args = parser.parse_args(argv)
+    work = open_work_dir(args)
+    if work is None:
+        return 2
+    _, X, spk, _ = featurise_all(work)
+    sizes = sorted(args.n_new)
+    runs = [draw(seed, sizes, args.n_strangers, X, spk) for seed in args.seeds]
+    print(
+        f"az_digits, {len(args.seeds)} draws (seeds {args.seeds}); strangers accepted (target {TARGET:.0%} on val) "
+        f"and new speakers identified, as speakers are enrolled; mean [min, max] over draws"
+    )
+    cols = (0, *sizes)
+    print(
+        f"{'system':14s} {'rule':8s} "
+        + " ".join(f"{f'+{n} accepted':>20s}" for n in cols)
+        + "   identified at +"
+        + str(sizes[-1])
+    )
+    for system in dict.fromkeys(k[0] for k in runs[0]):
+        for rule in ("fixed", "gallery"):
+            cells = []
+            for n in cols:
+                far = np.array([r[(system, n, rule)][0] for r in runs])
+                cells.append(f"{far.mean():6.1%} [{far.min():4.1%},{far.max():5.1%}]")
+            ident = np.mean([r[(system, sizes[-1], rule)][1] for r in runs])
+            print(f"{system:14s} {rule:8s} " + " ".join(f"{c:>20s}" for c in cells) + f"   {ident:6.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
