@@ -89,3 +89,38 @@ def test_one_final_per_round_and_reruns_open_a_new_round(tmp_path: Path) -> None
     rerun = studies.join(_open(tmp_path))
     assert rerun.round == 1
     assert studies.finalise_once(_open(tmp_path), rerun, refit) == (True, "run-2")
+
+
+def test_a_killed_workers_final_refit_is_taken_over_after_the_grace(tmp_path: Path) -> None:
+    """A claim nobody re-stamps (its worker died mid-refit) does not hold the others for wait_s."""
+    import time
+
+    study = _open(tmp_path)
+    dead, alive = studies.join(study), studies.join(_open(tmp_path))
+    study.set_user_attr(dead.final_key, {"worker": dead.worker, "beat": time.time() - 1000.0})  # killed long ago
+    start = time.monotonic()
+    assert studies.finalise_once(_open(tmp_path), alive, lambda: "run-alive", wait_s=60, grace_s=5) == (True, "run-alive")
+    assert time.monotonic() - start < 5
+    assert _open(tmp_path).user_attrs[alive.final_key] == {"worker": alive.worker, "run_id": "run-alive"}
+
+
+def test_a_live_refit_keeps_its_claim_by_re_stamping_it(tmp_path: Path) -> None:
+    """A refit longer than the grace is not taken over while its worker beats; the waiter adopts its run id."""
+    import time
+
+    study = _open(tmp_path)
+    slow, waiter = studies.join(study), studies.join(_open(tmp_path))
+    refits: list[str] = []
+
+    def long_refit() -> str:
+        refits.append(slow.worker)
+        time.sleep(2.0)  # four graces long
+        return "run-slow"
+
+    got: list[tuple[bool, str]] = []
+    t = threading.Thread(target=lambda: got.append(studies.finalise_once(study, slow, long_refit, beat_s=0.1, grace_s=0.5)))
+    t.start()
+    time.sleep(0.3)  # the slow worker holds the claim
+    adopted = studies.finalise_once(_open(tmp_path), waiter, lambda: refits.append("waiter") or "run-waiter", grace_s=0.5)
+    t.join()
+    assert got == [(True, "run-slow")] and adopted == (False, "run-slow") and refits == [slow.worker]

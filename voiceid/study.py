@@ -15,7 +15,9 @@ takes to number trials; SQLite: its write lock). The keys, all under ``voiceid/`
   that starts before its final refit is claimed; a rerun after it starts round ``g + 1``);
   slot ``k`` salts the worker's sampler seed so workers do not propose the same points;
 * ``voiceid/round/<g>/final``: the one worker that refits and logs the round's final run
-  (``{"worker", "run_id"}``); the others wait for the run id.
+  (``{"worker", "beat"}`` while it refits, re-stamped every ``FINAL_BEAT_S``; then
+  ``{"worker", "run_id"}``); the others wait for the run id, and one of them takes the refit
+  over when the claim has not been re-stamped for ``FINAL_GRACE_S`` (its worker was killed).
 
 Budget: ``n_trials`` counts COMPLETE + PRUNED trials across all workers. A worker stops
 asking for trials once the running and counted ones fill the budget, and a trial that
@@ -30,6 +32,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import warnings
 import weakref
@@ -44,6 +47,11 @@ from voiceid import tracking
 log = logging.getLogger(__name__)
 
 ATTR = "voiceid"  # prefix of the coordination keys in a study's user attributes
+# The refitting worker re-stamps its claim this often; a claim older than the grace belongs to a
+# dead worker. Stamps are wall-clock times of the workers' hosts, so hosts need synchronised
+# clocks (NTP) to well within the grace, as Optuna's own heartbeat (grace_period=90) does.
+FINAL_BEAT_S = 30.0
+FINAL_GRACE_S = 120.0
 
 
 class StudyError(RuntimeError):
@@ -190,21 +198,33 @@ def study_run_id(study: optuna.Study, create: Callable[[], str], exists: Callabl
     return str(claim_attr(study, f"{ATTR}/mlflow_study_run", create, lambda run_id: bool(run_id) and exists(str(run_id)))[1])
 
 
-def finalise_once(study: optuna.Study, session: Session, refit: Callable[[], str], *, wait_s: float = 3600.0) -> tuple[bool, str]:
+def finalise_once(
+    study: optuna.Study,
+    session: Session,
+    refit: Callable[[], str],
+    *,
+    wait_s: float = 3600.0,
+    beat_s: float = FINAL_BEAT_S,
+    grace_s: float = FINAL_GRACE_S,
+) -> tuple[bool, str]:
     """``(True, refit())`` for the one worker of the round that claims the final refit, else
-    ``(False, its run id)`` once that worker has logged it (StudyError if it failed, or after ``wait_s``)."""
+    ``(False, its run id)`` once that worker has logged it (StudyError if it failed, or after ``wait_s``).
+
+    The claimant re-stamps its claim every ``beat_s`` while it refits; a claim not re-stamped
+    for ``grace_s`` is abandoned (its worker was killed) and the first waiter to see that takes
+    the refit over, so a crashed worker costs the others ``grace_s``, not ``wait_s``.
+    """
     key = session.final_key
-    won, claim = claim_attr(study, key, lambda: {"worker": session.worker})
-    if won:
-        try:
-            run_id = refit()
-        except Exception as exc:
-            study.set_user_attr(key, {"worker": session.worker, "error": f"{type(exc).__name__}: {exc}"[:500]})
-            raise
-        study.set_user_attr(key, {"worker": session.worker, "run_id": run_id})
-        return True, run_id
+
+    def mine() -> dict[str, Any]:
+        return {"worker": session.worker, "beat": time.time()}
+
+    def live(claim: Any) -> bool:
+        return not _abandoned(claim, grace_s)
+
+    won, claim = claim_attr(study, key, mine, keep=live)
     deadline = time.monotonic() + wait_s
-    while True:
+    while not won:
         if "run_id" in claim:
             return False, str(claim["run_id"])
         if "error" in claim:
@@ -214,8 +234,55 @@ def finalise_once(study: optuna.Study, session: Session, refit: Callable[[], str
                 f"study {study.study_name}: worker {claim.get('worker')} claimed the final refit {wait_s:.0f} s ago "
                 f"and has not logged it; rerun the stage (a new round refits)"
             )
-        time.sleep(1.0)
+        time.sleep(min(1.0, grace_s / 4))
         claim = study.user_attrs.get(key, claim)
+        if _abandoned(claim, grace_s):
+            log.warning(
+                "study %s: worker %s stopped refitting (no sign of life for %.0f s); taking over",
+                study.study_name,
+                claim.get("worker"),
+                time.time() - float(claim["beat"]),
+            )
+            won, claim = claim_attr(study, key, mine, keep=live)
+    try:
+        with _Heartbeat(study, key, session.worker, beat_s):
+            run_id = refit()
+    except Exception as exc:
+        study.set_user_attr(key, {"worker": session.worker, "error": f"{type(exc).__name__}: {exc}"[:500]})
+        raise
+    study.set_user_attr(key, {"worker": session.worker, "run_id": run_id})
+    return True, run_id
+
+
+def _abandoned(claim: Any, grace_s: float) -> bool:
+    """A refit claim whose worker has not re-stamped it for ``grace_s`` (claims without stamps never are)."""
+    if not isinstance(claim, dict) or "run_id" in claim or "error" in claim:
+        return False
+    beat = claim.get("beat")
+    return isinstance(beat, (int, float)) and time.time() - float(beat) > grace_s
+
+
+class _Heartbeat:
+    """While the block runs, re-stamp ``{"worker", "beat"}`` at ``key`` every ``every_s`` from a daemon thread."""
+
+    def __init__(self, study: optuna.Study, key: str, worker: str, every_s: float) -> None:
+        self.study, self.key, self.worker, self.every_s = study, key, worker, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="voiceid-final-beat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.study.set_user_attr(self.key, {"worker": self.worker, "beat": time.time()})
+            except Exception as exc:  # a storage hiccup must not kill the refit; the next beat retries
+                log.warning("study %s: could not re-stamp the final refit claim: %s", self.study.study_name, exc)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()  # no stamp may land after the run id (or error) written next
 
 
 def wait_idle(study: optuna.Study, poll_s: float = 0.5, max_wait_s: float = 3600.0) -> None:
