@@ -27,6 +27,7 @@ ends as FAIL without running (user attribute ``surplus``, not logged to MLflow).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,7 +246,7 @@ def finalise_once(
             )
             won, claim = claim_attr(study, key, mine, keep=live)
     try:
-        with _Heartbeat(study, key, session.worker, beat_s):
+        with _heartbeat(study, key, session.worker, beat_s):
             run_id = refit()
     except Exception as exc:
         study.set_user_attr(key, {"worker": session.worker, "error": f"{type(exc).__name__}: {exc}"[:500]})
@@ -256,33 +257,29 @@ def finalise_once(
 
 def _abandoned(claim: Any, grace_s: float) -> bool:
     """A refit claim whose worker has not re-stamped it for ``grace_s`` (claims without stamps never are)."""
-    if not isinstance(claim, dict) or "run_id" in claim or "error" in claim:
-        return False
-    beat = claim.get("beat")
+    beat = claim.get("beat") if isinstance(claim, dict) else None  # a logged run id or error has none
     return isinstance(beat, (int, float)) and time.time() - float(beat) > grace_s
 
 
-class _Heartbeat:
+@contextlib.contextmanager
+def _heartbeat(study: optuna.Study, key: str, worker: str, every_s: float) -> Iterator[None]:
     """While the block runs, re-stamp ``{"worker", "beat"}`` at ``key`` every ``every_s`` from a daemon thread."""
+    stop = threading.Event()
 
-    def __init__(self, study: optuna.Study, key: str, worker: str, every_s: float) -> None:
-        self.study, self.key, self.worker, self.every_s = study, key, worker, every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="voiceid-final-beat", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
+    def beat() -> None:
+        while not stop.wait(every_s):
             try:
-                self.study.set_user_attr(self.key, {"worker": self.worker, "beat": time.time()})
+                study.set_user_attr(key, {"worker": worker, "beat": time.time()})
             except Exception as exc:  # a storage hiccup must not kill the refit; the next beat retries
-                log.warning("study %s: could not re-stamp the final refit claim: %s", self.study.study_name, exc)
+                log.warning("study %s: could not re-stamp the final refit claim: %s", study.study_name, exc)
 
-    def __enter__(self) -> None:
-        self._thread.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()  # no stamp may land after the run id (or error) written next
+    thread = threading.Thread(target=beat, name="voiceid-final-beat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()  # no stamp may land after the run id (or error) written next
 
 
 def wait_idle(study: optuna.Study, poll_s: float = 0.5, max_wait_s: float = 3600.0) -> None:
