@@ -173,7 +173,7 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
         t = result.test_reports[c.family]
         mark = " *" if c is result.champion else ""
         print(
-            f"{c.family + mark:18s} {str(c.calibration.get('backend', c.calibration.get('of', c.calibration['method']))):16s} "
+            f"{c.family + mark:18s} {_scoring(c.calibration):16s} "
             f"{ci(t['accuracy']):22s} {ci(t['eer']):22s} {ci(t['dir_far_1']):22s} {ci(t['dir_far_5']):22s}"
         )
     t = result.test_reports[result.champion.family]
@@ -181,6 +181,13 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
         f"champion {result.champion.family}: {params.threshold_rule} threshold {result.champion.threshold(params.threshold_rule):.4f}, "
         f"test FAR {ci(t['far'])} FRR {ci(t['frr'])}; skipped {result.skipped or 'none'}"
     )
+
+
+def _scoring(calibration: dict) -> str:
+    """How a candidate scores: its back-end, what it fuses, or its classifier score (calibration method / decision)."""
+    if "backend" in calibration or "of" in calibration:
+        return str(calibration.get("backend", calibration.get("of")))
+    return "decision" if calibration.get("score") == "decision" else str(calibration["method"])
 
 
 def main(argv: list[str] | None = None) -> int:

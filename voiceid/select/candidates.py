@@ -25,6 +25,7 @@ from voiceid.select.calibration import calibrate_classifier
 from voiceid.select.params import SelectParams
 from voiceid.select.thresholds import fit_thresholds
 from voiceid.serve.champion import ClassifierScorer, EmbeddingScorer, Scored
+from voiceid.serve.decision import open_set_statistic
 from voiceid.serve.frontend import BackendEmbedder, EcapaEmbedder, FrontEnd, JointEmbedder, StatsEmbedder, leaves
 
 Kind = Literal["classifier", "embedding", "fusion"]
@@ -143,32 +144,59 @@ class Candidate:
 def build_candidate(source: Source, model: Any, bank: FeatureBank, params: SelectParams, features: FeatureParams) -> Candidate:
     """Calibrate ``model`` and fit its thresholds on the val rows of ``bank`` (never test rows)."""
     front = bank.front_end(source.feature_set, features)
+    scorer: ClassifierScorer | EmbeddingScorer
     if source.kind == "classifier":
-        Xk, yk, ik = bank.rows_with_ids(source.feature_set, "enrolled", "val")
-        Xu, yu, iu = bank.rows_with_ids(source.feature_set, "unknown", "val")
-        _check_width(model, np.asarray(Xk), source)
-        choice = calibrate_classifier(
-            model, Xk, yk, params.calibration_methods, params.calibration_metric, seed=params.seed, X_extra=Xu
-        )
-        scorer: ClassifierScorer | EmbeddingScorer = ClassifierScorer(front, choice.calibrated)
-        classes = np.asarray(scorer.speakers)
-        # Enrolled val probes are scored out-of-fold; unknown ones by the deployed fold
-        # ensemble, exactly as test probes will be (see calibration.CalibratedEnsemble).
-        best = choice.oof_proba.argmax(axis=1)
-        unk = scorer.score_inputs(list(Xu))
-        val = Probes(
-            np.concatenate([yk, yu]),
-            np.concatenate([classes[best], unk.pred]),
-            np.concatenate([choice.oof_proba[np.arange(len(best)), best], unk.score]),
-            np.r_[np.ones(len(yk), bool), np.zeros(len(yu), bool)],
-            np.concatenate([ik, iu]),
-        )
-        calibration = {"method": choice.method, "folds": choice.n_folds, "losses": choice.losses}
+        scorer, val, calibration = _best_classifier_score(source, model, bank, params, front)
     else:
         scorer, val, calibration = _best_embedding_variant(source, model, bank, params, front)
     thresholds = fit_thresholds(val.score, val.known.astype(int), params.beta, params.target_fpr)
     val_report = openset.report(val, float(thresholds[params.threshold_rule].threshold_), p_target=params.p_target)
     return Candidate(source, scorer, calibration, val, thresholds, val_report)
+
+
+def _best_classifier_score(
+    source: Source, model: Any, bank: FeatureBank, params: SelectParams, front: FrontEnd
+) -> tuple[ClassifierScorer, Probes, dict[str, Any]]:
+    """The classifier calibrated on val, with the open-set score (``select.classifier_scores``) of lowest val EER.
+
+    The speaker is always the arg-max of the calibrated probabilities. Its score is either the
+    top calibrated probability (enrolled val probes scored out-of-fold, unknown ones by the
+    deployed fold ensemble, exactly as test probes will be: see calibration.CalibratedEnsemble)
+    or the model's own statistic (:func:`voiceid.serve.decision.open_set_statistic`, from a
+    model that never saw val) through a logistic calibrator fitted on the val probes, target
+    "the answer is right" -- the embedding candidates' recipe. EER is rank-based, so the two
+    are compared fairly although only the second calibrator is fitted in-sample.
+    """
+    Xk, yk, ik = bank.rows_with_ids(source.feature_set, "enrolled", "val")
+    Xu, yu, iu = bank.rows_with_ids(source.feature_set, "unknown", "val")
+    _check_width(model, np.asarray(Xk), source)
+    choice = calibrate_classifier(
+        model, Xk, yk, params.calibration_methods, params.calibration_metric, seed=params.seed, X_extra=Xu
+    )
+    scorer = ClassifierScorer(front, choice.calibrated, model)
+    best = choice.oof_proba.argmax(axis=1)
+    unk = scorer.score_inputs(list(Xu))
+    truth, pred = np.concatenate([yk, yu]), np.concatenate([np.asarray(scorer.speakers)[best], unk.pred])
+    known = np.r_[np.ones(len(yk), bool), np.zeros(len(yu), bool)]
+    scores: dict[str, tuple[ScoreCalibrator | None, np.ndarray]] = {}
+    for kind in params.classifier_scores:
+        if kind == "calibrated":
+            scores[kind] = (None, np.concatenate([choice.oof_proba[np.arange(len(best)), best], unk.score]))
+            continue
+        stat = open_set_statistic(model, np.concatenate([np.asarray(Xk), np.asarray(Xu)]))
+        try:
+            calibrator = ScoreCalibrator().fit(stat, (known & (pred == truth)).astype(int))
+        except ValueError:
+            continue  # e.g. a higher statistic is not more often right on this val set
+        scores[kind] = (calibrator, calibrator.predict_proba(stat))
+    if not scores:
+        raise ValueError(f"{source.family}: no open-set score of {list(params.classifier_scores)} could be calibrated on val")
+    tried = {kind: float(eer(score, known.astype(int))[0]) for kind, (_, score) in scores.items()}
+    chosen = min(tried, key=lambda kind: tried[kind])  # ties: the first listed
+    scorer.decision = scores[chosen][0]
+    val = Probes(truth, pred, scores[chosen][1], known, np.concatenate([ik, iu]))
+    losses = {**choice.losses, "val_eer": tried}
+    return scorer, val, {"method": choice.method, "folds": choice.n_folds, "score": chosen, "losses": losses}
 
 
 def _fit_fusion(lo: np.ndarray, es: np.ndarray, speakers: np.ndarray, known: np.ndarray, names: np.ndarray) -> tuple[Any, Any]:

@@ -44,6 +44,11 @@ class SelectParams:
     as_norm_top_n: int = 50
     calibration_methods: tuple[Literal["isotonic", "sigmoid"], ...] = ("isotonic", "sigmoid")
     calibration_metric: Literal["log_loss", "brier", "open_brier"] = "open_brier"
+    # a classifier's open-set score (several: the lowest val EER kept): "calibrated" = top calibrated
+    # probability; "decision" = the model's own statistic (SVC decision value, kNN distance, top raw
+    # probability) calibrated on val. Default "decision" alone: on az_digits the calibrated scores'
+    # val EER understated their test EER (0.37 -> 0.49 for kNN), so a val choice picked them wrongly
+    classifier_scores: tuple[Literal["calibrated", "decision"], ...] = ("decision",)
     beta: float = 1.0
     target_fpr: float = 0.05
     threshold_rule: Literal["fbeta", "fpr", "eer"] = "fpr"
@@ -73,6 +78,8 @@ class SelectParams:
             raise ValueError(f"lda_dim and as_norm_top_n must be >= 1, found {self.lda_dim} and {self.as_norm_top_n}")
         if not self.calibration_methods:
             raise ValueError("calibration_methods must name at least one method")
+        if not self.classifier_scores or len(set(self.classifier_scores)) != len(self.classifier_scores):
+            raise ValueError(f"classifier_scores must name distinct score kinds, found {list(self.classifier_scores)}")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, found {self.beta}")
         if not 0.0 <= self.target_fpr < 1.0:

@@ -11,7 +11,9 @@ Protocol (README "Selection"):
    embedding), cosine to per-speaker train centroids behind the scoring back-end
    (``select.backends``) with the lowest val EER.
 2. Calibration on val rows: classifiers via :func:`voiceid.select.calibration.calibrate_classifier`
-   (isotonic or sigmoid, chosen by cross-fitted loss); embedding systems by a logistic
+   (isotonic or sigmoid, chosen by cross-fitted loss) name the speaker; their open-set score is
+   the model's own statistic (:mod:`voiceid.serve.decision`) calibrated on val probes (or, per
+   ``select.classifier_scores``, the top calibrated probability); embedding systems by a logistic
    :class:`~voiceid.scoring.calibration.ScoreCalibrator` of the top-1 score, the statistic they
    decide on (val probes of enrolled and val-unknown speakers; target: the top speaker is right).
 3. Open-set thresholds on val probes (enrolled val + val-unknown speakers): F-beta, TPR@FPR

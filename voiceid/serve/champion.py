@@ -4,7 +4,8 @@ Everything a decision needs travels in one picklable :class:`Champion`:
 
 * a :class:`FrontEnd` (which feature set, with the ``features`` params that define it);
 * the *primary* scorer, the candidate that won the selection: either a calibrated classifier
-  (:class:`ClassifierScorer`, score = calibrated probability of the top speaker) or an
+  (:class:`ClassifierScorer`, score = calibrated probability of the top speaker, or of the
+  model's own open-set statistic, :mod:`voiceid.serve.decision`) or an
   embedding model with enrolled centroids and a logistic calibrator of cosine scores
   (:class:`EmbeddingScorer`, score = calibrated probability of the closest centroid);
 * its threshold (fitted on validation data) and the label map (the enrolled speakers);
@@ -37,6 +38,7 @@ from voiceid.scoring.centroids import Centroids, merge
 from voiceid.scoring.cosine import cosine_matrix
 from voiceid.scoring.openset import UNKNOWN
 from voiceid.scoring.verification import StrangerScores, gallery_threshold
+from voiceid.serve.decision import open_set_statistic
 from voiceid.serve.frontend import Embedder, FrontEnd
 from voiceid.serve.gallery import load_gallery
 from voiceid.serve.request import SOURCES, RowRules, describe, resolve_root, row_clip, row_label
@@ -54,13 +56,23 @@ class Scored(NamedTuple):
 
 
 class ClassifierScorer:
-    """A fitted classifier wrapped with its validation calibrator (``predict_proba``)."""
+    """A fitted classifier wrapped with its validation calibrator (``predict_proba``).
+
+    The speaker is the arg-max of the calibrated probabilities. The open-set score is the top
+    calibrated probability, or -- when selection found it better on val -- the model's own
+    statistic (:func:`voiceid.serve.decision.open_set_statistic`) through ``decision``, a
+    logistic calibrator of it fitted on val probes.
+    """
 
     kind = "classifier"
 
-    def __init__(self, front: FrontEnd, calibrated: Any) -> None:
+    def __init__(self, front: FrontEnd, calibrated: Any, model: Any = None, decision: ScoreCalibrator | None = None) -> None:
+        if decision is not None and model is None:
+            raise ValueError("a decision calibrator needs the model whose statistic it calibrates")
         self.front = front
         self.calibrated = calibrated
+        self.model = model
+        self.decision = decision
 
     @property
     def speakers(self) -> list[str]:
@@ -70,7 +82,12 @@ class ClassifierScorer:
         X = np.stack([np.asarray(x).ravel() for x in inputs])  # (n, dim)
         proba = self.calibrated.predict_proba(X)  # (n, n_speakers)
         best = proba.argmax(axis=1)
-        return Scored(np.asarray(self.speakers)[best], proba[np.arange(len(best)), best])
+        decision = getattr(self, "decision", None)  # champions pickled before it: the top probability
+        if decision is None:
+            score = proba[np.arange(len(best)), best]
+        else:
+            score = decision.predict_proba(open_set_statistic(self.model, X))
+        return Scored(np.asarray(self.speakers)[best], score)
 
 
 class EmbeddingScorer:
