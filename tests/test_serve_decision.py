@@ -93,6 +93,11 @@ def test_decision_score_is_calibrated_on_val_and_served_the_same_way() -> None:
     # the val scores thresholds were fitted on are what the deployed scorer gives the same probes
     inputs, *_ = bank.without_test().probes("mfcc60", "val")
     assert np.allclose(scorer.score_inputs(inputs).score, cand.val.score)
+    # per-speaker scores (the demo's bars): the calibrated ranking, topped by the open-set score
+    per = scorer.speaker_scores(inputs)  # type: ignore[union-attr]
+    proba = scorer.calibrated.predict_proba(np.stack([np.ravel(x) for x in inputs]))  # type: ignore[union-attr]
+    assert np.allclose(per.max(axis=1), cand.val.score)
+    assert np.all(per[np.arange(len(per)), proba.argmax(axis=1)] == per.max(axis=1))  # the named speaker tops the row
     # calibrated in the large: the mean val score is the share of right answers
     assert np.mean(cand.val.score) == pytest.approx(cand.val.correct.mean(), abs=0.05)
     # a champion pickled before the statistic existed has no ``decision``: it keeps the top probability

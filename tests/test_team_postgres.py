@@ -27,6 +27,17 @@ from pipeline_run import PipelineRun
 N_TRIALS = 8
 FEATURE_SETS = ("mfcc60", "seed498")
 
+# A worker that arrives after a study's round is final starts a new round (its own trials and
+# refit), as a late `dvc repro` on another machine should. These trials take milliseconds, so a
+# worker whose imports ran a few seconds late on a loaded CI machine found the first worker done
+# (two final run ids, a flaky failure). The launcher imports the heavy modules, then waits until
+# the shared start time before running the stage.
+GATED = (
+    "import runpy, sys, time; import mlflow, optuna, voiceid.grid.run, voiceid.tracking; "
+    "time.sleep(max(0.0, float(sys.argv[1]) - time.time())); "
+    "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
@@ -90,8 +101,10 @@ def test_two_workers_share_studies_and_select_registers_the_champion(
     storage, uri = team
     work = _workspace(tmp_path / "repo", pipeline_run, storage)
     start = time.perf_counter()
+    go = time.time() + 20.0  # both start working together (see GATED)
     workers = [
-        subprocess.Popen([sys.executable, str(REPO / "stages/grid.py"), "--family", "logreg", "--metrics-dir", f"metrics/w{i}"],
+        subprocess.Popen([sys.executable, "-c", GATED, str(go), str(REPO / "stages/grid.py"), "--family", "logreg",
+                          "--metrics-dir", f"metrics/w{i}"],
                          cwd=work, env=_env(uri), stdout=(work / f"w{i}.log").open("w"), stderr=subprocess.STDOUT)
         for i in range(2)
     ]

@@ -78,16 +78,27 @@ class ClassifierScorer:
     def speakers(self) -> list[str]:
         return [str(s) for s in self.calibrated.classes_]
 
-    def score_inputs(self, inputs: list[np.ndarray]) -> Scored:
+    def _proba_and_score(self, inputs: list[np.ndarray]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(n, n_speakers) calibrated probabilities and (n,) open-set score of the top speaker."""
         X = np.stack([np.asarray(x).ravel() for x in inputs])  # (n, dim)
-        proba = self.calibrated.predict_proba(X)  # (n, n_speakers)
-        best = proba.argmax(axis=1)
+        proba = np.asarray(self.calibrated.predict_proba(X), dtype=np.float64)
         decision = getattr(self, "decision", None)  # champions pickled before it: the top probability
-        if decision is None:
-            score = proba[np.arange(len(best)), best]
-        else:
-            score = decision.predict_proba(open_set_statistic(self.model, X))
-        return Scored(np.asarray(self.speakers)[best], score)
+        top = proba.max(axis=1) if decision is None else decision.predict_proba(open_set_statistic(self.model, X))
+        return proba, top
+
+    def speaker_scores(self, inputs: list[np.ndarray]) -> NDArray[np.float64]:
+        """(n, n_speakers) score of each probe for each speaker, for display (the demo's bars).
+
+        Without ``decision``: the calibrated probabilities. With it, the open-set score belongs
+        to the top speaker, and every other speaker gets that score times its calibrated
+        probability relative to the top one's: the same ranking on the decision's scale.
+        """
+        proba, top = self._proba_and_score(inputs)
+        return top[:, None] * proba / np.maximum(proba.max(axis=1, keepdims=True), 1e-300)
+
+    def score_inputs(self, inputs: list[np.ndarray]) -> Scored:
+        proba, top = self._proba_and_score(inputs)
+        return Scored(np.asarray(self.speakers)[proba.argmax(axis=1)], top)
 
 
 class EmbeddingScorer:

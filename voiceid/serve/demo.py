@@ -119,7 +119,7 @@ def speaker_scores(champion: Champion, wave: np.ndarray, sample_rate: int, galle
 
     The scorer is the one ``identify`` uses: the primary one without a gallery, the embedding
     one with a gallery.  Embedding scorers: the calibrator applied to the cosine (AS-normed when
-    the champion has AS-norm) with each centroid; classifiers: ``calibrated.predict_proba``;
+    the champion has AS-norm) with each centroid; classifiers: ``ClassifierScorer.speaker_scores``;
     fusion: the detection probability of each speaker, ranked by the fused identification score.
     The top speaker is the one ``identify`` names (when its score clears the threshold).
     """
@@ -133,7 +133,7 @@ def speaker_scores(champion: Champion, wave: np.ndarray, sample_rate: int, galle
         order = np.argsort(-cos[0], kind="stable")
     elif isinstance(scorer, ClassifierScorer):
         names = scorer.speakers
-        scores = np.asarray(scorer.calibrated.predict_proba(np.asarray(x).reshape(1, -1))[0], dtype=np.float64)
+        scores = scorer.speaker_scores([x])[0]
         order = np.argsort(-scores, kind="stable")
     else:  # FusionScorer (voiceid.serve.fusion): who by the identify weights, how sure by the detect weights
         lo, es = scorer.pair_scores([x])
