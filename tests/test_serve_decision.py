@@ -112,3 +112,32 @@ def test_classifier_scores_must_name_distinct_kinds() -> None:
         SelectParams(classifier_scores=()).check()
     with pytest.raises(ValueError, match="classifier_scores"):
         SelectParams(classifier_scores=("decision", "decision")).check()
+
+
+def test_fusion_detects_with_the_classifiers_own_score_and_old_fusions_still_score() -> None:
+    from voiceid.select.candidates import build_fusion
+    from voiceid.serve.fusion import FusionScorer
+
+    bank = gaussian_bank(seed=5, spread=0.3, n_enrolled=8, n_unknown_val=6, n_unknown_test=6, unknown_utts=3)
+    params, features = SelectParams(n_bootstrap=0), FeatureParams(sets=("mfcc60",))
+    knn = _grid_model("knn", bank, n_neighbors=1, weights="uniform", metric="euclidean")
+    clf = build_candidate(Source("knn", "classifier", "mfcc60"), knn, bank.without_test(), params, features)
+    emb = build_candidate(Source("cosine", "embedding", "mfcc60"), None, bank.without_test(), params, features)
+    fusion = build_fusion(clf, emb, bank.without_test(), params)
+    detect = fusion.calibration["detect_weights"]
+    assert len(detect) == 4 and detect[2] > 0  # the kNN's distance says "stranger" where its 1-NN vote cannot
+    test = score_split(fusion, bank, "test")
+    assert roc_auc_score(test.known, test.score) > 0.95
+    scorer = fusion.scorer
+    inputs, *_ = bank.probes("mfcc60+mfcc60", "test")
+    t = scorer.pair_scores(inputs)  # type: ignore[union-attr]
+    d = np.asarray(scorer.detect)  # type: ignore[union-attr]
+    named = scorer.fused(t).argmax(axis=1)  # type: ignore[union-attr]
+    z = d[0] * t.lo[np.arange(len(named)), named] + d[1] * t.es[np.arange(len(named)), named] + d[2] * t.own + d[3]
+    assert np.allclose(test.score, 1.0 / (1.0 + np.exp(-z)))  # the deployed score uses all four weights
+    # a fusion pickled before the classifier's own score took part has 3 detection weights: it ignores it
+    old = FusionScorer(scorer.classifier, scorer.embedding, scorer.identify, [1.0, 2.0, -0.5])  # type: ignore[union-attr]
+    best = old.fused(t).argmax(axis=1)
+    rows = np.arange(len(best))
+    expected = 1.0 / (1.0 + np.exp(-(t.lo[rows, best] + 2.0 * t.es[rows, best] - 0.5)))
+    assert np.allclose(old.score_pairs(t).score, expected)

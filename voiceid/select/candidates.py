@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from voiceid.select.thresholds import fit_thresholds
 from voiceid.serve.champion import ClassifierScorer, EmbeddingScorer, Scored
 from voiceid.serve.decision import open_set_statistic
 from voiceid.serve.frontend import BackendEmbedder, EcapaEmbedder, FrontEnd, JointEmbedder, StatsEmbedder, leaves
+
+if TYPE_CHECKING:
+    from voiceid.serve.fusion import Trials
 
 Kind = Literal["classifier", "embedding", "fusion"]
 
@@ -199,19 +202,20 @@ def _best_classifier_score(
     return scorer, val, {"method": choice.method, "folds": choice.n_folds, "score": chosen, "losses": losses}
 
 
-def _fit_fusion(lo: np.ndarray, es: np.ndarray, speakers: np.ndarray, known: np.ndarray, names: np.ndarray) -> tuple[Any, Any]:
+def _fit_fusion(t: Trials, speakers: np.ndarray, known: np.ndarray, names: np.ndarray) -> tuple[Any, Any]:
     """(identify, detect) weights from val trials: who (every probe-speaker pair), whether (the chosen speaker)."""
     from sklearn.linear_model import LogisticRegression
 
     target = speakers[:, None] == names[None, :]
-    who = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([lo.ravel(), es.ravel()]), target.ravel().astype(int))
+    who = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([t.lo.ravel(), t.es.ravel()]), target.ravel().astype(int))
     identify = np.r_[who.coef_[0], who.intercept_]
-    best = (identify[0] * lo + identify[1] * es + identify[2]).argmax(axis=1)
+    best = (identify[0] * t.lo + identify[1] * t.es + identify[2]).argmax(axis=1)
     rows = np.arange(len(best))
     right = known & (names[best] == speakers)
     if right.all() or not right.any():
         raise ValueError("every val answer is right (or none is): nothing to learn a detection score from")
-    whether = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([lo[rows, best], es[rows, best]]), right.astype(int))
+    features = np.column_stack([t.lo[rows, best], t.es[rows, best], t.own])
+    whether = LogisticRegression(C=1.0, max_iter=1000).fit(features, right.astype(int))
     return identify, np.r_[whether.coef_[0], whether.intercept_]
 
 
@@ -231,9 +235,9 @@ def build_fusion(classifier: Candidate, embedding: Candidate, bank: FeatureBank,
         raise ValueError("fusion must be fitted without test rows")
     sets = f"{classifier.source.feature_set}+{embedding.source.feature_set}"
     inputs, speakers, known, ids = bank.probes(sets, "val")
-    scorer = FusionScorer(classifier.scorer, embedding.scorer, [1.0, 1.0, 0.0], [1.0, 1.0, 0.0])  # type: ignore[arg-type]
+    scorer = FusionScorer(classifier.scorer, embedding.scorer, [1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0])  # type: ignore[arg-type]
     names = np.asarray(scorer.speakers)
-    lo, es = scorer.pair_scores(inputs)
+    trials = scorer.pair_scores(inputs)
     # folds by speaker for unknown probes (a stranger's clips stay together), by probe for enrolled ones
     rng = np.random.default_rng(params.seed)
     unknown_spk = np.unique(speakers[~known])
@@ -244,10 +248,10 @@ def build_fusion(classifier: Candidate, embedding: Candidate, bank: FeatureBank,
         held = fold == k
         if not held.any():
             continue
-        scorer.identify, scorer.detect = _fit_fusion(lo[~held], es[~held], speakers[~held], known[~held], names)
-        out = scorer.score_pairs(lo[held], es[held])
+        scorer.identify, scorer.detect = _fit_fusion(trials.take(~held), speakers[~held], known[~held], names)
+        out = scorer.score_pairs(trials.take(held))
         oof_pred[held], oof_score[held] = out.pred, out.score
-    scorer.identify, scorer.detect = _fit_fusion(lo, es, speakers, known, names)  # deployed: all val probes
+    scorer.identify, scorer.detect = _fit_fusion(trials, speakers, known, names)  # deployed: all val probes
     val = Probes(speakers, oof_pred.astype(str), oof_score, known, ids)
     source = Source("fusion", "fusion", sets, None, None, None, None)
     calibration = {

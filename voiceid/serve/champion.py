@@ -78,7 +78,7 @@ class ClassifierScorer:
     def speakers(self) -> list[str]:
         return [str(s) for s in self.calibrated.classes_]
 
-    def _proba_and_score(self, inputs: list[np.ndarray]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def proba_and_score(self, inputs: list[np.ndarray]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(n, n_speakers) calibrated probabilities and (n,) open-set score of the top speaker."""
         X = np.stack([np.asarray(x).ravel() for x in inputs])  # (n, dim)
         proba = np.asarray(self.calibrated.predict_proba(X), dtype=np.float64)
@@ -93,11 +93,11 @@ class ClassifierScorer:
         to the top speaker, and every other speaker gets that score times its calibrated
         probability relative to the top one's: the same ranking on the decision's scale.
         """
-        proba, top = self._proba_and_score(inputs)
+        proba, top = self.proba_and_score(inputs)
         return top[:, None] * proba / np.maximum(proba.max(axis=1, keepdims=True), 1e-300)
 
     def score_inputs(self, inputs: list[np.ndarray]) -> Scored:
-        proba, top = self._proba_and_score(inputs)
+        proba, top = self.proba_and_score(inputs)
         return Scored(np.asarray(self.speakers)[proba.argmax(axis=1)], top)
 
 

@@ -136,11 +136,9 @@ def speaker_scores(champion: Champion, wave: np.ndarray, sample_rate: int, galle
         scores = scorer.speaker_scores([x])[0]
         order = np.argsort(-scores, kind="stable")
     else:  # FusionScorer (voiceid.serve.fusion): who by the identify weights, how sure by the detect weights
-        lo, es = scorer.pair_scores([x])
-        w, d = scorer.identify, scorer.detect
-        names = scorer.speakers
-        scores = 0.5 * (1.0 + np.tanh(0.5 * (d[0] * lo[0] + d[1] * es[0] + d[2])))
-        order = np.argsort(-(w[0] * lo[0] + w[1] * es[0] + w[2]), kind="stable")
+        trials = scorer.pair_scores([x])
+        names, scores = scorer.speakers, scorer.detection(trials)[0]
+        order = np.argsort(-scorer.fused(trials)[0], kind="stable")
     return [(str(names[i]), float(scores[i])) for i in order]
 
 

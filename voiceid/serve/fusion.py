@@ -5,16 +5,17 @@ the embedding system's cosine (or normalised) score, both fitted on validation d
 
 * *who*: per probe and enrolled speaker, ``identify`` weights give a fused score whose
   arg-max names the speaker (fitted on all probe-speaker trials);
-* *whether*: for that speaker, ``detect`` weights give the probability that the answer is
-  right (fitted on val probes, enrolled and unknown) -- the open-set score the threshold
-  is applied to.  Fitting it on the decision actually made keeps it calibrated.  Both systems see the same waveform through their
+* *whether*: for that speaker, ``detect`` weights over its two scores and the classifier's
+  own open-set score (:meth:`ClassifierScorer.proba_and_score`: e.g. a kNN's distance to the
+  closest enrolled clip, calibrated) give the probability that the answer is right (fitted on
+  val probes, enrolled and unknown) -- the open-set score the threshold is applied to.  Fitting it on the decision actually made keeps it calibrated.  Both systems see the same waveform through their
 own front ends.  Enrolling new speakers goes through the embedding system alone (the
 classifier does not know them), as for a classifier champion.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,8 +40,19 @@ def log_odds(p: NDArray[np.float64], eps: float = 1e-6) -> NDArray[np.float64]:
     return np.log(q / (1 - q))
 
 
+class Trials(NamedTuple):
+    """What both systems say about n probes, in :attr:`FusionScorer.speakers` order."""
+
+    lo: NDArray[np.float64]  # (n, n_speakers) classifier log-odds per speaker
+    es: NDArray[np.float64]  # (n, n_speakers) embedding score per speaker
+    own: NDArray[np.float64]  # (n,) log-odds of the classifier's own open-set score (its decision statistic, calibrated)
+
+    def take(self, rows: NDArray[Any]) -> Trials:
+        return Trials(self.lo[rows], self.es[rows], self.own[rows])
+
+
 class FusionScorer:
-    """Speaker: arg-max of ``identify . (logit p_clf, s_emb, 1)``; score: ``sigmoid(detect . (same, for it))``."""
+    """Speaker: arg-max of ``identify . (logit p_clf, s_emb, 1)``; score: ``sigmoid(detect . (same, for it; own; 1))``."""
 
     kind = "fusion"
 
@@ -49,7 +61,7 @@ class FusionScorer:
             raise ValueError("fusion needs both systems to know the same enrolled speakers")
         self.classifier, self.embedding = classifier, embedding
         self.identify = np.asarray(identify, dtype=np.float64)  # (3,)
-        self.detect = np.asarray(detect, dtype=np.float64)  # (3,)
+        self.detect = np.asarray(detect, dtype=np.float64)  # (4,); (3,) in fusions pickled before ``own``
         self.front = FusionFront(classifier, embedding)
         self._order = [classifier.speakers.index(s) for s in embedding.speakers]  # classifier columns in centroid order
 
@@ -57,20 +69,29 @@ class FusionScorer:
     def speakers(self) -> list[str]:
         return list(self.embedding.speakers)
 
-    def pair_scores(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """(classifier log-odds, embedding scores), each (n, n_speakers) in :attr:`speakers` order."""
-        X = np.stack([np.asarray(a).ravel() for a, _ in inputs])
-        proba = np.asarray(self.classifier.calibrated.predict_proba(X), dtype=np.float64)[:, self._order]
+    def pair_scores(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> Trials:
+        """Both systems' scores of ``inputs`` against every enrolled speaker."""
+        proba, own = self.classifier.proba_and_score([a for a, _ in inputs])
         _, emb_scores = self.embedding.cosines(self.embedding.embedder.embed([b for _, b in inputs]))
-        return log_odds(proba), emb_scores
+        return Trials(log_odds(proba[:, self._order]), emb_scores, log_odds(own))
 
-    def score_pairs(self, lo: NDArray[np.float64], es: NDArray[np.float64]) -> Scored:
-        """The decision from both systems' (n, n_speakers) scores."""
-        w, d = self.identify, self.detect
-        best = (w[0] * lo + w[1] * es + w[2]).argmax(axis=1)
-        rows = np.arange(len(best))
-        z = d[0] * lo[rows, best] + d[1] * es[rows, best] + d[2]
-        return Scored(np.asarray(self.speakers)[best], 0.5 * (1.0 + np.tanh(0.5 * z)))
+    def fused(self, t: Trials) -> NDArray[np.float64]:
+        """(n, n_speakers) identification score: its arg-max names the speaker."""
+        w = self.identify
+        return w[0] * t.lo + w[1] * t.es + w[2]
+
+    def detection(self, t: Trials) -> NDArray[np.float64]:
+        """(n, n_speakers) probability that naming each speaker would be right (the score of the named one decides)."""
+        d = self.detect
+        z = d[0] * t.lo + d[1] * t.es + d[-1]
+        if len(d) == 4:
+            z = z + d[2] * t.own[:, None]
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+    def score_pairs(self, t: Trials) -> Scored:
+        """The decision from both systems' scores."""
+        best = self.fused(t).argmax(axis=1)
+        return Scored(np.asarray(self.speakers)[best], self.detection(t)[np.arange(len(best)), best])
 
     def score_inputs(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> Scored:
-        return self.score_pairs(*self.pair_scores(inputs))
+        return self.score_pairs(self.pair_scores(inputs))
