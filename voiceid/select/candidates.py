@@ -206,10 +206,12 @@ def _fit_fusion(t: Trials, speakers: np.ndarray, known: np.ndarray, names: np.nd
     """(identify, detect) weights from val trials: who (every probe-speaker pair), whether (the chosen speaker)."""
     from sklearn.linear_model import LogisticRegression
 
+    from voiceid.serve.fusion import fused_scores
+
     target = speakers[:, None] == names[None, :]
     who = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([t.lo.ravel(), t.es.ravel()]), target.ravel().astype(int))
     identify = np.r_[who.coef_[0], who.intercept_]
-    best = (identify[0] * t.lo + identify[1] * t.es + identify[2]).argmax(axis=1)
+    best = fused_scores(identify, t).argmax(axis=1)
     rows = np.arange(len(best))
     right = known & (names[best] == speakers)
     if right.all() or not right.any():

@@ -58,10 +58,10 @@ class Scored(NamedTuple):
 class ClassifierScorer:
     """A fitted classifier wrapped with its validation calibrator (``predict_proba``).
 
-    The speaker is the arg-max of the calibrated probabilities. The open-set score is the top
-    calibrated probability, or -- when selection found it better on val -- the model's own
-    statistic (:func:`voiceid.serve.decision.open_set_statistic`) through ``decision``, a
-    logistic calibrator of it fitted on val probes.
+    The speaker is the arg-max of the calibrated probabilities. The open-set score is the
+    model's own statistic (:func:`voiceid.serve.decision.open_set_statistic`) through
+    ``decision``, a logistic calibrator of it fitted on val probes; without ``decision`` (chosen
+    so by ``select.classifier_scores``, or pickled before it existed) the top calibrated probability.
     """
 
     kind = "classifier"

@@ -16,8 +16,8 @@ itself, before any probability mapping, and are what the model decides on:
 * any other model: its largest ``decision_function`` value.
 
 Selection calibrates the statistic on val (a logistic :class:`~voiceid.scoring.calibration.ScoreCalibrator`,
-target "the answer is right") and keeps it only when its val EER beats the calibrated
-probabilities (``select.classifier_scores``).
+target "the answer is right"); it is the classifiers' open-set score by default, and the top
+calibrated probability competes with it on val EER only when ``select.classifier_scores`` lists both.
 
 >>> import numpy as np
 >>> from sklearn.neighbors import KNeighborsClassifier

@@ -8,8 +8,10 @@ the embedding system's cosine (or normalised) score, both fitted on validation d
 * *whether*: for that speaker, ``detect`` weights over its two scores and the classifier's
   own open-set score (:meth:`ClassifierScorer.proba_and_score`: e.g. a kNN's distance to the
   closest enrolled clip, calibrated) give the probability that the answer is right (fitted on
-  val probes, enrolled and unknown) -- the open-set score the threshold is applied to.  Fitting it on the decision actually made keeps it calibrated.  Both systems see the same waveform through their
-own front ends.  Enrolling new speakers goes through the embedding system alone (the
+  val probes, enrolled and unknown) -- the open-set score the threshold is applied to.
+  Fitting it on the decision actually made keeps it calibrated.
+
+Both systems see the same waveform through their own front ends.  Enrolling new speakers goes through the embedding system alone (the
 classifier does not know them), as for a classifier champion.
 """
 
@@ -51,6 +53,11 @@ class Trials(NamedTuple):
         return Trials(self.lo[rows], self.es[rows], self.own[rows])
 
 
+def fused_scores(identify: NDArray[np.float64], t: Trials) -> NDArray[np.float64]:
+    """(n, n_speakers) ``identify . (logit p_clf, s_emb, 1)`` per probe and speaker; the arg-max names the speaker."""
+    return identify[0] * t.lo + identify[1] * t.es + identify[2]
+
+
 class FusionScorer:
     """Speaker: arg-max of ``identify . (logit p_clf, s_emb, 1)``; score: ``sigmoid(detect . (same, for it; own; 1))``."""
 
@@ -77,8 +84,7 @@ class FusionScorer:
 
     def fused(self, t: Trials) -> NDArray[np.float64]:
         """(n, n_speakers) identification score: its arg-max names the speaker."""
-        w = self.identify
-        return w[0] * t.lo + w[1] * t.es + w[2]
+        return fused_scores(self.identify, t)
 
     def detection(self, t: Trials) -> NDArray[np.float64]:
         """(n, n_speakers) probability that naming each speaker would be right (the score of the named one decides)."""
