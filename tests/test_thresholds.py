@@ -100,6 +100,24 @@ def test_score_calibrator_recovers_a_logistic_link() -> None:
     assert cal.inverse(0.0) == -np.inf and cal.inverse(1.0) == np.inf
 
 
+@pytest.mark.parametrize(("offset", "spread"), [(39.3, 1.0), (39.3, 0.005), (-1e3, 100.0)])
+def test_score_calibrator_solves_the_same_problem_at_any_score_scale(offset: float, spread: float) -> None:
+    """An SVC's votes + confidence sit near 39.3 with a spread of 0.005: the slope must still come out right.
+
+    The intercept is not penalised, so an offset changes nothing; scaling the score by k is the
+    same model as scaling C by k**2 (the penalty is on the slope).
+    """
+    rng = np.random.default_rng(5)
+    s = rng.normal(size=400)
+    y = (rng.uniform(size=s.size) < 1 / (1 + np.exp(-(1.5 * s - 1)))).astype(int)
+    ref = ScoreCalibrator(C=1e4 * spread**2).fit(s, y)
+    cal = ScoreCalibrator().fit(offset + spread * s, y)
+    assert cal.a_ > 0
+    assert cal.predict_proba(offset + spread * s) == pytest.approx(ref.predict_proba(s), abs=1e-4)
+    with pytest.raises(ValueError, match="every score is the same"):
+        ScoreCalibrator().fit(np.full(10, offset), y[:10])
+
+
 def _classifier_data(per_class_val: int = 4, seed: int = 0) -> tuple:
     rng = np.random.default_rng(seed)
     means = rng.normal(0, 1.2, (4, 5))

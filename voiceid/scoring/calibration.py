@@ -23,8 +23,17 @@ class ScoreCalibrator(BaseEstimator):
 
     def fit(self, scores: ArrayLike, labels: ArrayLike) -> ScoreCalibrator:
         s, y = detection_labels(scores, labels)
-        lr = LogisticRegression(C=self.C, max_iter=1000).fit(s[:, None], y)
-        self.a_, self.b_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        # The same objective (the slope on the raw score penalised by C, the intercept free) solved
+        # on the standardised score, C scaled to match: on a raw score with a large offset and a
+        # tiny spread (an SVC's "votes + confidence" statistic sits near n_classes - 1, spread
+        # 0.005) lbfgs stopped early at a wrong-signed slope
+        centre, spread = float(s.mean()), float(s.std())
+        if spread == 0.0:
+            raise ValueError("calibration failed: every score is the same")
+        z = ((s - centre) / spread)[:, None]
+        lr = LogisticRegression(C=self.C * spread**2, max_iter=1000, tol=1e-8).fit(z, y)
+        slope, intercept = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        self.a_, self.b_ = slope / spread, intercept - slope * centre / spread
         if self.a_ <= 0:
             raise ValueError("calibration failed: higher scores are not more likely targets on this data")
         return self
