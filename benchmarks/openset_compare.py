@@ -17,7 +17,7 @@ threshold, and the champion metric actually used.
 
 Usage:
     .venv/bin/python benchmarks/openset_compare.py [--corpus az_digits librispeech] [--n-trials 6]
-        [--families svc mlp knn logreg] [--feature-sets mfcc60 seed498 dvector] [--ecapa-trials 1] [--n-bootstrap 500]
+        [--families svc mlp knn logreg] [--feature-sets mfcc60 seed498 dvector dvector_ft] [--ecapa-trials 1] [--n-bootstrap 500]
         [--ecapa-train enrolled|background|both] [--az-background 15] [--no-adapt]
 """
 
@@ -94,7 +94,8 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
     torch.set_num_threads(2)
     work = Path(args.work_dir) / corpus
     work.mkdir(parents=True, exist_ok=True)
-    sets = tuple(dict.fromkeys([*args.feature_sets, "mfcc60", "dvector", "logmel"]))
+    # dvector_ft is not a features-stage set: adapt_features writes it below, before the grid reads it
+    sets = tuple(dict.fromkeys([*(s for s in args.feature_sets if s != "dvector_ft"), "mfcc60", "dvector", "logmel"]))
     t0 = time.perf_counter()
     ws = prepare_and_featurise(work, plan(corpus, args.background, args.az_background), sets)
     m = ws.manifest
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", nargs="*", default=["az_digits", "librispeech"], choices=sorted(CORPORA))
     parser.add_argument("--n-trials", type=int, default=6)
     parser.add_argument("--families", nargs="*", default=["svc", "mlp", "knn", "logreg"])
-    parser.add_argument("--feature-sets", nargs="*", default=["mfcc60", "seed498", "dvector"])
+    parser.add_argument("--feature-sets", nargs="*", default=["mfcc60", "seed498", "dvector", "dvector_ft"])
     parser.add_argument("--ecapa-trials", type=int, default=1)
     parser.add_argument("--ecapa-train", default="both", choices=["enrolled", "background", "both"])
     parser.add_argument("--background", type=int, default=100, help="librispeech: single-utterance speakers used as background")
@@ -206,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-adapt", dest="adapt", action="store_false", help="skip fine-tuning: no dvector_ft / joint_ft")
     add_work_dir(parser, "openset_compare")
     args = parser.parse_args(argv)
+    if "dvector_ft" in args.feature_sets and not args.adapt:
+        parser.error("--feature-sets dvector_ft needs the adapted encoder: drop --no-adapt or the set")
     missing = [c for c in args.corpus if not CORPORA[c].is_dir()]
     if missing:
         print(f"corpora not found beside the repo: {missing}", file=sys.stderr)

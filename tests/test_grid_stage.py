@@ -15,8 +15,9 @@ from stage_runner import run_stage
 from voiceid import tracking
 
 N_SPK = 5
-# synthetic tables under two real set names (grid.feature_sets only accepts those); the widths are small on purpose
-SETS = {"mfcc60": 8, "seed498": 40}
+# synthetic tables under two real set names (grid.feature_sets only accepts those; dvector_ft is stage adapt's
+# table, which the grid reads like any other); the widths are small on purpose
+SETS = {"mfcc60": 8, "dvector_ft": 40}
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def test_rerun_resumes_the_finished_study(workdir: Path, svc_report: dict) -> No
 
 def test_clustering_family_reports_ari(workdir: Path) -> None:
     assert grid("--family", "kmeans") == 0
-    entry = json.loads((workdir / "metrics/kmeans.json").read_text())["seed498"]
+    entry = json.loads((workdir / "metrics/kmeans.json").read_text())["dvector_ft"]
     assert 0.0 <= entry["val_ari"] <= 1.0 and "test_ari" in entry and "test_f1_weighted" in entry
     final = _client().get_run(entry["final_run_id"])
     assert final.data.tags["kind"] == "clustering" and final.data.tags["family"] == "kmeans"

@@ -111,6 +111,26 @@ def test_rules_across_and_within_sections_name_the_key(edit: dict[str, Any], key
         check_params(path, section)
 
 
+def test_the_grid_may_name_the_adapted_set_which_features_never_computes(tmp_path: Path) -> None:
+    """``dvector_ft`` comes from stage adapt, so it needs no ``features.sets`` entry; a set nobody makes still fails."""
+    from voiceid.adapt.params import SET_NAME
+    from voiceid.grid.params import GridParams
+    from voiceid.pipeline import ADAPTED_SET, problems
+
+    assert ADAPTED_SET == SET_NAME  # pipeline.py keeps its own copy: it must not import stage code
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    _set(params, "grid.feature_sets", ["mfcc60", "dvector_ft"])
+    _set(params, "features.sets", ["mfcc60", "logmel", "dvector"])
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert load_section(GridParams, "grid", path).feature_sets == ("mfcc60", "dvector_ft")
+    assert problems(params, "grid") == []
+    _set(params, "grid.feature_sets", ["mfcc60", "dvector_ft", "seed498"])
+    assert problems(params, "grid") == [
+        "'grid.feature_sets[2]' 'seed498' is not computed by 'features.sets' ['mfcc60', 'logmel', 'dvector']"
+    ]
+
+
 # --- dvc.yaml: every module a stage imports is a dependency of that stage -------------------
 
 

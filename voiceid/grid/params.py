@@ -19,6 +19,10 @@ class GridError(StudyError):
     """The grid cannot run on these inputs (empty split, no completed trial, ...)."""
 
 
+# dvector_ft is the adapt stage's table (the encoder fine-tuned on the train clips), the others the features stage's
+GridSet = Literal["mfcc60", "seed498", "extended", "dvector", "dvector_ft"]
+
+
 GridFamily = Literal["kmeans", "kmeans_seeded", "dbscan", "agglomerative", "svc", "mlp", "catboost", "knn", "logreg"]
 
 
@@ -27,7 +31,7 @@ class GridParams:
     """``grid`` section of params.yaml."""
 
     dataset_name: str  # MLflow experiment: voiceid/<dataset_name>/<feature_set>
-    feature_sets: tuple[Literal["mfcc60", "seed498", "extended", "dvector"], ...]
+    feature_sets: tuple[GridSet, ...]
     families: tuple[GridFamily, ...]
     objective: Literal["f1_weighted", "f1_macro", "accuracy", "top5_accuracy"]
     clustering_objective: Literal["ari", "nmi", "f1_weighted", "accuracy"]
