@@ -189,6 +189,35 @@ def test_fusion_competes_fitted_on_val_and_serves_from_audio_features() -> None:
         build_fusion(clf, emb, bank, params)
 
 
+def test_fusion_takes_the_classifier_it_gains_most_from_not_the_best_alone() -> None:
+    """A classifier on the embedding system's own features adds little; one on an independent view adds more."""
+    from voiceid.features.params import FeatureParams
+    from voiceid.select.candidates import FeatureBank
+    from voiceid.serve.fusion import FusionScorer
+
+    same = gaussian_bank(seed=6, spread=1.0, n_enrolled=10, n_unknown_val=8, n_unknown_test=4, unknown_utts=3)
+    meta, X = same.tables["mfcc60"]
+    rng = np.random.default_rng(7)
+    means = {s: rng.normal(0, 1, 12) for s in meta["speaker"].unique()}  # other speaker traits, other noise
+    other = np.stack([means[s] + 1.3 * rng.normal(0, 1, 12) for s in meta["speaker"]]).astype(np.float32)
+    bank = FeatureBank({"mfcc60": (meta, X), "seed498": (meta, other)})
+    sources = [
+        (Source("logreg", "classifier", "mfcc60", "run-1"), fit_logreg(bank)),
+        (Source("svc", "classifier", "seed498", "run-2"), fit_logreg(bank, "seed498")),
+        (Source("cosine", "embedding", "mfcc60"), None),
+    ]
+    params = SelectParams(families=("logreg", "svc", "cosine", "fusion"), n_bootstrap=0, champion_metric="eer")
+    result = select(sources, bank, params, FeatureParams(sets=("mfcc60", "seed498")))
+    by_family = {c.family: c for c in result.candidates}
+    assert by_family["logreg"].val_report["eer"] < by_family["svc"].val_report["eer"]  # the best classifier alone
+    fusion = by_family["fusion"]
+    tried = fusion.calibration["partners_val_eer"]
+    assert set(tried) == {"logreg+cosine", "svc+cosine"} and tried["svc+cosine"] < tried["logreg+cosine"]
+    assert fusion.calibration["of"] == "svc+cosine" and fusion.source.feature_set == "seed498+mfcc60"
+    assert fusion.val_report["eer"] == pytest.approx(tried["svc+cosine"], abs=1e-6)
+    assert isinstance(fusion.scorer, FusionScorer)
+
+
 def test_ties_on_the_champion_metric_go_to_the_better_calibrated_separation() -> None:
     from types import SimpleNamespace
 

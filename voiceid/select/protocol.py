@@ -102,7 +102,7 @@ def select(
         raise ValueError(
             f"no usable candidate model ({skipped or 'none found'}): run the grid/ecapa stages or add 'cosine' to select.families"
         )
-    if "fusion" in params.families:  # the best classifier + the best embedding candidate, fused on val
+    if "fusion" in params.families:  # the best embedding candidate + the classifier it gains most from, fused on val
         fusion = _fusion(candidates, fit_bank, params)
         if isinstance(fusion, str):
             skipped["fusion"] = fusion
@@ -141,15 +141,31 @@ def select(
 
 
 def _fusion(candidates: Sequence[Candidate], fit_bank: FeatureBank, params: SelectParams) -> Candidate | str:
-    """The fusion of the best classifier and the best embedding candidate (by val EER), or why there is none."""
+    """The best embedding candidate (by val EER) fused with the classifier it gains most from, or why there is none.
+
+    Every classifier candidate is fused with that embedding system and the fusion with the lowest
+    cross-fitted val EER is kept: the best classifier alone is often the one most like the
+    embedding system (a kNN on the same encoder's vectors), which a fusion gains least from.  The
+    val EERs of all the partners tried are recorded in the fusion's calibration.
+    """
     by_kind = {k: [c for c in candidates if c.source.kind == k] for k in ("classifier", "embedding")}
     if not by_kind["classifier"] or not by_kind["embedding"]:
         return "needs a classifier and an embedding candidate"
-    best = {k: min(v, key=lambda c: c.val_report["eer"]) for k, v in by_kind.items()}
-    try:
-        return build_fusion(best["classifier"], best["embedding"], fit_bank, params)
-    except ValueError as exc:
-        return f"cannot fit on val: {exc}"
+    embedding = min(by_kind["embedding"], key=lambda c: c.val_report["eer"])
+    fused: list[Candidate] = []
+    failed: dict[str, str] = {}
+    for classifier in by_kind["classifier"]:
+        try:
+            fused.append(build_fusion(classifier, embedding, fit_bank, params))
+        except ValueError as exc:
+            failed[classifier.family] = str(exc)
+    if not fused:
+        return f"cannot fit on val: {failed}"
+    best = min(fused, key=lambda c: c.val_report["eer"])  # ties: the candidates' (select.families) order
+    best.calibration["partners_val_eer"] = {c.calibration["of"]: round(float(c.val_report["eer"]), 6) for c in fused}
+    if failed:
+        best.calibration["partners_failed"] = failed
+    return best
 
 
 def rank(candidates: Sequence[Candidate], metric: str) -> list[Candidate]:
