@@ -15,7 +15,9 @@ Usage:
                                                     [--seeds 42 43 44] [--background 0.25] [--work-dir DIR]
 
 Prints the accuracy on the new speakers' remaining files, how many were called unknown, the
-share of strangers' files called unknown, and the cost the store has on the model's own speakers.
+share of strangers' files called unknown, and the cost the store has on the model's own speakers,
+for what ``voiceid identify`` does (with / without the store) and two rules it does not ("hybrid",
+"routed": the primary model keeps answering for its own speakers).
 Selection also weighs ``dvector_ft`` / ``joint_ft`` (the encoder fine-tuned on the pipeline
 speakers' train clips, the ``adapt`` stage's code) unless ``--no-adapt``.
 ``--n-new 5 10 20`` measures how stranger acceptance holds as the gallery grows: each draw trains
@@ -238,6 +240,7 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[int, dict[
         groups = {"new": [(f, s) for s in new for f in probes[s]], **fixed}
         without = {**without_fixed, "new": identify([f for f, _ in groups["new"]], common, "--no-store")}
         with_store = {g: identify([f for f, _ in v], common) for g, v in groups.items()}
+        closest = {g: top1([f for f, _ in v], model_uri, store) for g, v in groups.items()}
         counts: dict[str, tuple[int, int, int, int]] = {}
         for g, v in groups.items():
             truth = [t for _, t in v]
@@ -251,6 +254,12 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[int, dict[
                 ("without store", [r["speaker"] for r in without[g]]),
                 ("with store", [r["speaker"] for r in with_store[g]]),
                 ("hybrid", hybrid),
+                # "routed": the embedding model's closest speaker (own or enrolled later, no threshold) routes
+                # the probe: an enrolled-later one -> the store's answer, an own one -> the primary's
+                (
+                    "routed",
+                    [b["speaker"] if c in new else a["speaker"] for a, b, (c, _) in zip(without[g], with_store[g], closest[g])],
+                ),
             ):
                 counts[f"{g}/{rule}"] = (
                     sum(a == t for a, t in zip(said, truth)),
@@ -258,7 +267,7 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[int, dict[
                     sum(a in new for a in said),
                     len(said),
                 )
-        closed = top1([f for f, _ in groups["new"]], model_uri, store)
+        closed = closest["new"]
         counts["new/top-1, no threshold"] = (
             sum(p == t for (p, _), (_, t) in zip(closed, groups["new"])),
             0,
