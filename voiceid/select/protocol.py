@@ -141,7 +141,7 @@ def select(
 
 
 def _fusion(candidates: Sequence[Candidate], fit_bank: FeatureBank, params: SelectParams) -> Candidate | str:
-    """The best embedding candidate (by val EER) fused with the classifier it gains most from, or why there is none.
+    """The best embedding candidate (by val EER, :func:`choose`) fused with the classifier it gains most from, or why not.
 
     Every classifier candidate is fused with that embedding system and the fusion with the lowest
     cross-fitted val EER is kept: the best classifier alone is often the one most like the
@@ -151,7 +151,7 @@ def _fusion(candidates: Sequence[Candidate], fit_bank: FeatureBank, params: Sele
     by_kind = {k: [c for c in candidates if c.source.kind == k] for k in ("classifier", "embedding")}
     if not by_kind["classifier"] or not by_kind["embedding"]:
         return "needs a classifier and an embedding candidate"
-    embedding = min(by_kind["embedding"], key=lambda c: c.val_report["eer"])
+    embedding = choose(by_kind["embedding"], "eer")
     fused: list[Candidate] = []
     failed: dict[str, str] = {}
     for classifier in by_kind["classifier"]:
@@ -161,7 +161,7 @@ def _fusion(candidates: Sequence[Candidate], fit_bank: FeatureBank, params: Sele
             failed[classifier.family] = str(exc)
     if not fused:
         return f"cannot fit on val: {failed}"
-    best = min(fused, key=lambda c: c.val_report["eer"])  # ties: the candidates' (select.families) order
+    best = choose(fused, "eer")
     best.calibration["partners_val_eer"] = {c.calibration["of"]: round(float(c.val_report["eer"]), 6) for c in fused}
     if failed:
         best.calibration["partners_failed"] = failed
