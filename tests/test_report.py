@@ -61,7 +61,7 @@ def test_summary_of_hand_made_selection_fits_and_marks_skipped() -> None:
                      "champion_metric_reason": "dir_far_1 needs 100 val-unknown probes, val has 5; chose by eer " * 3,
                      "val_eer": 0.1, "test": flat, "registered_model": "voiceid", "version": "3"},
         "candidates": {"svc": {"feature_set": "mfcc60", "test": flat},
-                       "fusion": {"feature_set": "mfcc60+dvector", "test": flat},
+                       "fusion": {"feature_set": "dvector_ft+" * 6 + "mfcc60", "test": flat},  # wider than the table allows
                        "cosine": {"feature_set": "mfcc60", "test": flat}},
         "skipped": {"catboost": "not in grid.families " + "x" * 200},
     }
@@ -72,6 +72,11 @@ def test_summary_of_hand_made_selection_fits_and_marks_skipped() -> None:
     assert max(len(line) for line in lines) <= summary.WIDTH
     order = [m.group(1) for line in lines if (m := re.match(r"^[* ] (svc|fusion|cosine) ", line))]
     assert order == ["cosine", "fusion", "svc"]  # champion first, then by val EER (lower is better)
+    # one line per candidate, under one header: a long feature-set name is cut, the row never wraps
+    head = next(i for i, line in enumerate(lines) if line.startswith("  candidate  features"))
+    fusion = lines[head + 2]
+    assert fusion.startswith("  fusion ") and "dvector_ft+dvector_ft..." in fusion
+    assert fusion.rstrip().endswith("50.0 [20.0, 80.0]") and lines[head + 3].startswith("  svc ")
     assert "(12 enrolled + 5 unknown probes)" in text and "skipped catboost: not in grid.families" in text
     assert ".venv/bin/voiceid identify a.flac" in text and ".venv/bin/voiceid ui " in text
 

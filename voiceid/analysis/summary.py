@@ -187,6 +187,9 @@ def render(
     name_width = max([len("candidate"), *(len(f) for f in names)])
     val_head = f"val {LABELS.get(metric, metric)}"
     widths = {k: max([len(h), *(len(cell(k, candidates[f].get("test", {}))) for f in names)]) for k, h in COLUMNS.items()}
+    # the table stays within WIDTH: long feature-set names (a fusion's "a+b+c") are cut, not wrapped
+    others = 2 + name_width + 2 + 2 + len(val_head) + sum(2 + w for w in widths.values())
+    fs_width = max(len("features"), min(fs_width, WIDTH - others))
     head = f"  {'candidate':{name_width}s}  {'features':{fs_width}s}  {val_head:>{len(val_head)}s}"
     head += "".join(f"  {h:{widths[k]}s}" for k, h in COLUMNS.items())
     lines.append(head)
@@ -194,9 +197,9 @@ def render(
         c = candidates[f]
         test = c.get("test", {})
         mark = "*" if f == family else " "
-        row = (
-            f"{mark} {f:{name_width}s}  {str(c.get('feature_set', '')):{fs_width}s}  {fmt(metric, val.get(f)):>{len(val_head)}s}"
-        )
+        fs_name = str(c.get("feature_set", ""))
+        fs_name = fs_name if len(fs_name) <= fs_width else fs_name[: fs_width - 3] + "..."
+        row = f"{mark} {f:{name_width}s}  {fs_name:{fs_width}s}  {fmt(metric, val.get(f)):>{len(val_head)}s}"
         row += "".join(f"  {cell(k, test):{widths[k]}s}" for k in COLUMNS)
         lines.append(row.rstrip())
     lines.append("  * champion. accuracy: closed-set, enrolled probes; EER: enrolled vs unknown probes; DIR@FAR1%:")
