@@ -197,6 +197,31 @@ def test_a_crash_mid_write_leaves_the_previous_version(tmp_path: Path, monkeypat
     assert store.load().version == before.version + 1
 
 
+def test_a_reader_racing_the_first_save_sees_it_and_a_lone_index_is_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first save lands between a reader's two looks (no store.npz, then index.json): not damage."""
+    store = EnrollmentStore(tmp_path / "store")
+    first = script(0)[0]
+    apply(store, first)
+    real_exists = Path.exists
+    looks: list[Path] = []
+
+    def first_look_misses_the_data(path: Path) -> bool:
+        looks.append(path)
+        if path == store.data_path and looks.count(path) == 1:
+            return False  # looked just before the writer's atomic replace
+        return real_exists(path)
+
+    monkeypatch.setattr(Path, "exists", first_look_misses_the_data)
+    state = store.load()
+    monkeypatch.undo()
+    assert sorted(state.speakers) == [first.name] and state.version == 1
+    store.data_path.unlink()  # index.json left alone, store.npz gone: that is damage
+    with pytest.raises(EnrollmentError, match="index.json without store.npz: the store is damaged"):
+        store.load()
+
+
 def test_the_readable_index_copy_is_never_read_and_a_format1_store_migrates(tmp_path: Path) -> None:
     store = EnrollmentStore(tmp_path / "store")
     first, second = script(0)[:2]

@@ -152,9 +152,12 @@ class EnrollmentStore:
     def load(self) -> StoreState:
         """The store's content, one consistent version (no lock needed); an empty state when there is no store yet."""
         if not self.data_path.exists():
-            if self.index_path.exists():
+            if not self.index_path.exists():
+                return StoreState()
+            # save() commits store.npz before it writes index.json: an index with no data *now* is damage,
+            # while data that appeared since the first look is a concurrent first save (read it)
+            if not self.data_path.exists():
                 raise EnrollmentError(f"{self.root}: {INDEX_FILE} without {DATA_FILE}: the store is damaged")
-            return StoreState()
         try:
             # One open file: a concurrent change replaces the name, not what this handle reads.
             with np.load(self.data_path, allow_pickle=False) as data:
