@@ -11,8 +11,9 @@ the embedding system's cosine (or normalised) score, both fitted on validation d
   val probes, enrolled and unknown) -- the open-set score the threshold is applied to.
   Fitting it on the decision actually made keeps it calibrated.
 
-Both systems see the same waveform through their own front ends.  Enrolling new speakers goes through the embedding system alone (the
-classifier does not know them), as for a classifier champion.
+Both systems see the same waveform through their own front ends.  Enrolling new speakers goes
+through the embedding system alone (the classifier does not know them), as for a classifier
+champion.
 """
 
 from __future__ import annotations
