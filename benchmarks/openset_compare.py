@@ -11,9 +11,9 @@ Two corpora beside the repo (read in place, nothing copied; everything is writte
 Each candidate is built and calibrated as the select stage builds them (val only), then all are
 scored once on the same test probes with one paired bootstrap.  ``dvector_ft`` / ``joint_ft``: the
 d-vector encoder fine-tuned on the train clips of the enrolled + background speakers (the
-``adapt`` stage's code; ``--no-adapt`` leaves them out).  Prints per candidate: closed-set
-accuracy, EER, DIR@FAR1%, DIR@FAR5% with 95% intervals, the champion's test FAR / FRR at its own
-threshold, and the champion metric actually used.
+``adapt`` stage's code; ``--no-adapt`` leaves them out).  Prints per candidate: its val EER
+(what selection saw), then on test closed-set accuracy, EER, DIR@FAR1%, DIR@FAR5% with 95%
+intervals; the champion's test FAR / FRR at its own threshold, and the champion metric actually used.
 
 Usage:
     .venv/bin/python benchmarks/openset_compare.py [--corpus az_digits librispeech] [--n-trials 6]
@@ -169,12 +169,14 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
     print(
         f"\n{corpus}: test, 95% paired bootstrap intervals (n={args.n_bootstrap}); champion chosen by {result.champion_metric_reason}"
     )
-    print(f"{'candidate':18s} {'back-end':16s} {'closed-set acc':22s} {'EER':22s} {'DIR@FAR1%':22s} {'DIR@FAR5%':22s}")
+    print(
+        f"{'candidate':18s} {'back-end':16s} {'val EER':8s} {'closed-set acc':22s} {'EER':22s} {'DIR@FAR1%':22s} {'DIR@FAR5%':22s}"
+    )
     for c in sorted(result.candidates, key=lambda c: result.test_reports[c.family]["eer"]["value"]):
         t = result.test_reports[c.family]
         mark = " *" if c is result.champion else ""
         print(
-            f"{c.family + mark:18s} {_scoring(c.calibration):16s} "
+            f"{c.family + mark:18s} {_scoring(c.calibration):16s} {c.val_report['eer']:<8.3f} "
             f"{ci(t['accuracy']):22s} {ci(t['eer']):22s} {ci(t['dir_far_1']):22s} {ci(t['dir_far_5']):22s}"
         )
     t = result.test_reports[result.champion.family]

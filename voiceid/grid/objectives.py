@@ -5,8 +5,9 @@ Protocol (README "Experiment grid"):
 * Only enrolled rows are used. Classifiers fit on ``split == "train"`` and are tuned on the
   fixed ``split == "val"`` rows (with ~5 training utterances per speaker a fixed split is
   more honest and cheaper than cross-validation); the best configuration is refitted on
-  the same training rows (so its ``val_*`` metrics stay honest for the selection stage)
-  and scored once on ``split == "test"``.
+  the same training rows (val rows never enter the weights, but they chose the
+  configuration, so the final ``val_*`` closed-set metrics lean optimistic) and scored once
+  on ``split == "test"``.
 * Clustering families fit their preprocessing on train rows, are tuned by clustering the
   train+val rows and are reported by clustering the test rows (see ``voiceid.grid.clustering``).
 * Studies use a seeded TPE sampler, a median pruner for iterative families, and resume from
