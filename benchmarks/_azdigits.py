@@ -31,6 +31,21 @@ def add_work_dir(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / f"voiceid_{name}"))
 
 
+def add_far_confidence(parser: argparse.ArgumentParser) -> None:
+    """``--far-confidence C|none``: override params.yaml's ``select.far_confidence`` (the fpr threshold's confidence)."""
+    parser.add_argument(
+        "--far-confidence",
+        type=lambda v: None if v.lower() in ("none", "null") else float(v),
+        default=argparse.SUPPRESS,  # absent: params.yaml's value
+        help="fpr threshold: meet select.target_fpr on new strangers with this confidence; none: on the val ones",
+    )
+
+
+def far_confidence(args: argparse.Namespace) -> dict[str, float | None]:
+    """The SelectParams override ``--far-confidence`` asks for (none when it was not given)."""
+    return {"far_confidence": args.far_confidence} if hasattr(args, "far_confidence") else {}
+
+
 def open_work_dir(args: argparse.Namespace) -> Path | None:
     """Create and enter ``args.work_dir`` and point MLflow at its sqlite store; None if az_digits is absent.
 

@@ -41,7 +41,17 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _azdigits import DATA, REPO, adapt_features, add_work_dir, open_work_dir, prepare_and_featurise, record_run
+from _azdigits import (
+    DATA,
+    REPO,
+    adapt_features,
+    add_far_confidence,
+    add_work_dir,
+    far_confidence,
+    open_work_dir,
+    prepare_and_featurise,
+    record_run,
+)
 
 MODEL_NAME = "voiceid-enroll-az"
 
@@ -143,6 +153,7 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
         families=families,
         n_bootstrap=200,
         registered_model=MODEL_NAME,
+        **far_confidence(args),
     )
     sources, _ = find_sources(params, work / "models", families)
     result = select(
@@ -301,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         help="gallery sizes: new speakers enrolled per draw, grown in steps (one training per draw)",
     )
     parser.add_argument("--n-strangers", type=int, default=8)
+    add_far_confidence(parser)
     parser.add_argument("--enroll-files", type=int, default=5)
     parser.add_argument(
         "--background",

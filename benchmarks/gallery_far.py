@@ -9,7 +9,12 @@ the test strangers' acceptance and the new speakers' identification rate are mea
 
 * ``fixed``: the val threshold as it is;
 * ``gallery``: :func:`voiceid.scoring.verification.gallery_threshold` on the val strangers'
-  :class:`~voiceid.scoring.verification.StrangerScores` (what ``voiceid identify`` does with a store).
+  :class:`~voiceid.scoring.verification.StrangerScores` (what ``voiceid identify`` does with a store);
+* ``fixed@c`` / ``gallery@c``: the same from the val threshold of ``select.far_confidence`` c
+  (``--far-confidence``, default 0.8): the ``fpr`` rule refitted on smoothed bootstrap resamples
+  of the val strangers' speakers (:class:`voiceid.select.thresholds.FprThreshold`), so the 5%
+  should hold for *new* strangers, not only for the val ones.  The own speakers' clips 9-12 are
+  its enrolled probes.
 
 Systems as in ``enroll_ceiling.py`` (no fine-tuning: the adapted encoder needs one training per
 draw, which ``enroll_az_digits.py`` does): cosine of ``mfcc60``, ``dvector`` and ``joint``, plain
@@ -17,7 +22,7 @@ or behind WCCN.  Only scores are computed here, so many draws are cheap (~10 s a
 features are cached in the work dir).
 
 Usage:
-    .venv/bin/python benchmarks/gallery_far.py [--seeds 42 43 ... 49] [--n-new 5 10 20] [--work-dir DIR]
+    .venv/bin/python benchmarks/gallery_far.py [--seeds 42 43 ... 49] [--n-new 5 10 20] [--far-confidence 0.8] [--work-dir DIR]
 """
 
 from __future__ import annotations
@@ -36,11 +41,14 @@ from enroll_ceiling import SYSTEMS, embed, featurise_all
 TARGET = 0.05  # select.target_fpr of params.yaml
 
 
-def draw(seed: int, sizes: list[int], n_strangers: int, X: dict[str, np.ndarray], spk: np.ndarray) -> dict[tuple, tuple]:
+def draw(
+    seed: int, sizes: list[int], n_strangers: int, X: dict[str, np.ndarray], spk: np.ndarray, confidence: float
+) -> dict[tuple, tuple]:
     """{(system, n_new, rule): (strangers accepted, new speakers identified)} for one held-out draw."""
     from voiceid.scoring.backend import EmbeddingBackend
     from voiceid.scoring.cosine import cosine_matrix, l2_normalize
     from voiceid.scoring.verification import StrangerScores, far_threshold, gallery_threshold
+    from voiceid.select.thresholds import FprThreshold
 
     pipeline, new_all, strangers = held_out(seed, max(sizes), n_strangers)
     rng = np.random.default_rng(seed)
@@ -49,6 +57,7 @@ def draw(seed: int, sizes: list[int], n_strangers: int, X: dict[str, np.ndarray]
     rows = {s: rng.permutation(np.flatnonzero(spk == s)) for s in np.unique(spk)}
     fit = np.concatenate([rows[s][:8] for s in own])
     val = np.concatenate([rows[s][:10] for s in val_strangers])
+    own_val = np.concatenate([rows[s][8:12] for s in own])
     test = np.concatenate([rows[s] for s in strangers])
     out: dict[tuple, tuple] = {}
     for system in SYSTEMS:
@@ -59,6 +68,11 @@ def draw(seed: int, sizes: list[int], n_strangers: int, X: dict[str, np.ndarray]
             S_val = cosine_matrix(T[val], np.stack([centroid[s] for s in own]))  # (val strangers, own)
             top = S_val.max(axis=1)
             base = far_threshold(top, np.ones(len(top), dtype=bool), TARGET)
+            own_C = np.stack([centroid[s] for s in own])
+            own_top = cosine_matrix(T[own_val], own_C).max(axis=1)
+            sure = FprThreshold(TARGET, confidence=confidence, seed=seed).fit(
+                np.r_[own_top, top], np.r_[np.ones(len(own_top)), np.zeros(len(top))], np.r_[spk[own_val], spk[val]]
+            )
             model = StrangerScores.fit(S_val)
             for n_new in (0, *sizes):
                 names = np.array(own + new_all[:n_new])
@@ -67,7 +81,13 @@ def draw(seed: int, sizes: list[int], n_strangers: int, X: dict[str, np.ndarray]
                 probes = np.concatenate([rows[s][5:] for s in new_all[:n_new]]) if n_new else np.zeros(0, dtype=int)
                 S_new = cosine_matrix(T[probes], C)
                 right = names[S_new.argmax(axis=1)] == spk[probes] if n_new else np.zeros(0, dtype=bool)
-                for rule, t in (("fixed", base), ("gallery", gallery_threshold(base, model, len(own), len(names)))):
+                rules = {
+                    "fixed": base,
+                    "gallery": gallery_threshold(base, model, len(own), len(names)),
+                    "fixed@c": sure.threshold_,
+                    "gallery@c": gallery_threshold(sure.threshold_, model, len(own), len(names)),
+                }
+                for rule, t in rules.items():
                     ident = float((right & (S_new.max(axis=1) >= t)).mean()) if n_new else float("nan")
                     out[(f"{system}/{backend}", n_new, rule)] = (float((accepted_top >= t).mean()), ident)
     return out
@@ -78,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="*", default=list(range(42, 50)))
     parser.add_argument("--n-new", type=int, nargs="*", default=[5, 10, 20])
     parser.add_argument("--n-strangers", type=int, default=8)
+    parser.add_argument("--far-confidence", type=float, default=0.8, help="the @c rules' select.far_confidence")
     add_work_dir(parser, "enroll_ceiling")  # the same feature tables as enroll_ceiling.py
     args = parser.parse_args(argv)
     work = open_work_dir(args)
@@ -85,26 +106,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _, X, spk, _ = featurise_all(work)
     sizes = sorted(args.n_new)
-    runs = [draw(seed, sizes, args.n_strangers, X, spk) for seed in args.seeds]
+    runs = [draw(seed, sizes, args.n_strangers, X, spk, args.far_confidence) for seed in args.seeds]
     print(
         f"az_digits, {len(args.seeds)} draws (seeds {args.seeds}); strangers accepted (target {TARGET:.0%} on val) "
-        f"and new speakers identified, as speakers are enrolled; mean [min, max] over draws"
+        f"and new speakers identified, as speakers are enrolled; mean [min, max] over draws; "
+        f"@c: far_confidence {args.far_confidence}"
     )
     cols = (0, *sizes)
     print(
-        f"{'system':14s} {'rule':8s} "
+        f"{'system':14s} {'rule':9s} "
         + " ".join(f"{f'+{n} accepted':>20s}" for n in cols)
         + "   identified at +"
         + str(sizes[-1])
     )
     for system in dict.fromkeys(k[0] for k in runs[0]):
-        for rule in ("fixed", "gallery"):
+        for rule in ("fixed", "gallery", "fixed@c", "gallery@c"):
             cells = []
             for n in cols:
                 far = np.array([r[(system, n, rule)][0] for r in runs])
                 cells.append(f"{far.mean():6.1%} [{far.min():4.1%},{far.max():5.1%}]")
             ident = np.mean([r[(system, sizes[-1], rule)][1] for r in runs])
-            print(f"{system:14s} {rule:8s} " + " ".join(f"{c:>20s}" for c in cells) + f"   {ident:6.1%}")
+            print(f"{system:14s} {rule:9s} " + " ".join(f"{c:>20s}" for c in cells) + f"   {ident:6.1%}")
     return 0
 
 

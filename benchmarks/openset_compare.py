@@ -30,7 +30,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _azdigits import REPO, adapt_features, add_work_dir, open_work_dir, prepare_and_featurise, record_run
+from _azdigits import (
+    REPO,
+    adapt_features,
+    add_far_confidence,
+    add_work_dir,
+    far_confidence,
+    open_work_dir,
+    prepare_and_featurise,
+    record_run,
+)
 
 CORPORA = {
     "az_digits": REPO.parent / "shared" / "data" / "az_digits",
@@ -159,6 +168,7 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
         load_section(SelectParams, "select", REPO / "params.yaml"),
         families=("cosine", "dvector", "joint", *adapted, "fusion"),
         n_bootstrap=args.n_bootstrap,
+        **far_confidence(args),
     )
     bank = FeatureBank.from_dir(work / "features", sorted({s.feature_set for s, _ in sources}))
     result = select(sources, bank, params, ws.fparams)
@@ -206,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "--az-background", type=int, default=0, help="az_digits: enrolled speakers turned background (all 20 clips)"
     )
     parser.add_argument("--n-bootstrap", type=int, default=500)
+    add_far_confidence(parser)
     parser.add_argument("--no-adapt", dest="adapt", action="store_false", help="skip fine-tuning: no dvector_ft / joint_ft")
     add_work_dir(parser, "openset_compare")
     args = parser.parse_args(argv)

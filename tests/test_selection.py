@@ -95,11 +95,11 @@ def test_test_intervals_are_seeded_and_narrow_with_more_test_probes() -> None:
     sources = sources_for(bank)
     a, again = select(sources, bank, PARAMS, FEATURES), select(sources, bank, PARAMS, FEATURES)
     assert a.test_reports == again.test_reports  # a fixed seed gives identical intervals
-    # select.seed drives the resamples: with the cosine baseline alone (nothing else seeded) another
-    # seed keeps every fitted value and point figure but draws other intervals.
-    cosine = [sources[1]]
-    base = select(cosine, bank, PARAMS, FEATURES).test_reports["cosine"]
-    other = select(cosine, bank, dataclasses.replace(PARAMS, seed=PARAMS.seed + 1), FEATURES).test_reports["cosine"]
+    # select.seed drives the resamples: with the cosine baseline alone and the plain fpr rule (nothing
+    # else seeded) another seed keeps every fitted value and point figure but draws other intervals.
+    cosine, plain = [sources[1]], dataclasses.replace(PARAMS, far_confidence=None)
+    base = select(cosine, bank, plain, FEATURES).test_reports["cosine"]
+    other = select(cosine, bank, dataclasses.replace(plain, seed=PARAMS.seed + 1), FEATURES).test_reports["cosine"]
     assert {k: d["value"] for k, d in other.items()} == {k: d["value"] for k, d in base.items()}
     assert other != base
 
@@ -132,6 +132,32 @@ def test_thresholds_never_see_test_data() -> None:
     assert a.test_reports != b.test_reports  # the test split did change
 
 
+def test_far_confidence_resamples_the_val_strangers_by_speaker() -> None:
+    from voiceid.select.report import candidate_summary
+    from voiceid.select.thresholds import FprThreshold
+
+    bank = gaussian_bank(seed=0)
+    sources = sources_for(bank)
+    unsure = dataclasses.replace(PARAMS, far_confidence=None)
+    plain = select(sources, bank, unsure, FEATURES)
+    sure = dataclasses.replace(PARAMS, far_confidence=0.9)
+    result = select(sources, bank, sure, FEATURES)
+    grouped_differs = False
+    for c in result.candidates:
+        base = next(p for p in plain.candidates if p.family == c.family)
+        assert c.threshold("fpr") >= base.threshold("fpr")  # never lets in more strangers than the plain rule
+        assert c.threshold("eer") == base.threshold("eer")  # the other rules are untouched
+        # the resampled groups are the val probes' speakers, seeded by select.seed
+        by_speaker = FprThreshold(sure.target_fpr, 0.9, seed=sure.seed).fit(c.val.score, c.val.known.astype(int), c.val.true)
+        by_probe = FprThreshold(sure.target_fpr, 0.9, seed=sure.seed).fit(c.val.score, c.val.known.astype(int))
+        assert c.threshold("fpr") == by_speaker.threshold_
+        grouped_differs |= by_probe.threshold_ != by_speaker.threshold_
+        thresholds = candidate_summary(c, result, sure)["thresholds"]
+        assert thresholds["fpr_point"] == pytest.approx(base.threshold("fpr"), abs=1e-6)
+    assert grouped_differs  # so the check above can tell speakers from probes
+    assert "fpr_point" not in candidate_summary(plain.candidates[0], plain, unsure)["thresholds"]
+
+
 def test_params_check_rejects_bad_values() -> None:
     from voiceid.config import ConfigError, from_mapping
 
@@ -139,6 +165,8 @@ def test_params_check_rejects_bad_values() -> None:
         from_mapping(SelectParams, {"target_fpr": 1.5}, "select")
     with pytest.raises(ConfigError, match="threshold_rule"):
         from_mapping(SelectParams, {"threshold_rule": "roc"}, "select")
+    with pytest.raises(ConfigError, match="far_confidence"):
+        from_mapping(SelectParams, {"far_confidence": 1.0}, "select")
 
 
 # --- MLflow: candidate search and the stage end to end ----------------------------------------
@@ -217,7 +245,7 @@ def test_stage_writes_metrics_plots_and_registers_champion(store: str, tmp_path:
     assert champ["family"] in {"logreg", "cosine"} and champ["threshold_rule"] == "eer"
     assert {"far", "far_lo", "far_hi", "dir_far_1", "eer", "min_dcf", "accuracy"} <= set(champ["test"])
     assert set(report["candidates"]) == {"logreg", "cosine"}
-    assert set(report["candidates"]["cosine"]["thresholds"]) == {"fbeta", "fpr", "eer"}
+    assert set(report["candidates"]["cosine"]["thresholds"]) == {"fbeta", "fpr", "eer", "fpr_point"}  # far_confidence 0.8
     for name in ("det.csv", "roc.csv", "scores.csv", "confusion.csv"):
         assert len(pd.read_csv(tmp_path / "plots" / "select" / name)) > 0
     version = tracking.aliased_version("vid-test", "champion")

@@ -68,6 +68,67 @@ def test_fpr_threshold_is_lowest_meeting_the_target(target: float) -> None:
         assert np.mean(neg >= lower.max()) > target
 
 
+def clustered_val(seed: int, n_speakers: int = 10, clips: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Val scores whose unknown probes cluster by speaker: speaker level ~ N(0, 1), clip ~ N(level, 0.5).
+
+    A *new* stranger's score is then N(0, sqrt(1.25)), so the FAR any threshold gives new
+    strangers is known exactly (:func:`new_stranger_far`).
+    """
+    rng = np.random.default_rng(seed)
+    level = rng.normal(0.0, 1.0, n_speakers)
+    unknown = (level[:, None] + rng.normal(0.0, 0.5, (n_speakers, clips))).ravel()
+    enrolled = rng.normal(2.5, 1.0, 120)
+    groups = np.r_[np.full(120, "enrolled"), np.repeat([f"stranger{i}" for i in range(n_speakers)], clips)]
+    return np.r_[enrolled, unknown], np.r_[np.ones(120, int), np.zeros(unknown.size, int)], groups
+
+
+def new_stranger_far(threshold: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.sf(threshold / np.sqrt(1.25)))
+
+
+def test_fpr_confidence_holds_the_target_for_new_strangers_where_the_plain_rule_does_not() -> None:
+    plain, grouped, by_probe = [], [], []
+    for seed in range(60):
+        s, y, g = clustered_val(seed)
+        plain.append(new_stranger_far(FprThreshold(0.05).fit(s, y).threshold_))
+        grouped.append(new_stranger_far(FprThreshold(0.05, confidence=0.9, seed=seed).fit(s, y, g).threshold_))
+        by_probe.append(new_stranger_far(FprThreshold(0.05, confidence=0.9, seed=seed).fit(s, y).threshold_))
+    plain_ok, grouped_ok, probe_ok = (float(np.mean(np.array(v) <= 0.05)) for v in (plain, grouped, by_probe))
+    # the plain rule meets 5% on its own val strangers, but new ones see more, on average by half again
+    assert plain_ok < 0.5 and np.mean(plain) > 0.07
+    # resampling the strangers' *speakers* (smoothed) meets it for new strangers about as often as asked
+    assert grouped_ok >= 0.8 and np.mean(grouped) < 0.04
+    # resampling probes as if independent cannot see how few speakers there are
+    assert probe_ok < grouped_ok - 0.15
+
+
+def test_fpr_confidence_never_lets_in_more_than_the_plain_rule() -> None:
+    s, y, g = clustered_val(3)
+    plain = FprThreshold(0.05).fit(s, y)
+    rule = FprThreshold(0.05, confidence=0.5, seed=1).fit(s, y, g)
+    assert rule.point_threshold_ == plain.threshold_ == plain.point_threshold_
+    assert rule.threshold_ >= plain.threshold_ and rule.fpr_ <= 0.05
+    assert rule.tpr_ == pytest.approx(np.mean(s[y == 1] >= rule.threshold_))
+    strict = FprThreshold(0.0, confidence=0.9).fit(s, y, g)  # no stranger may pass: still a finite cut
+    assert np.isfinite(strict.threshold_) and strict.fpr_ == 0.0
+    with pytest.raises(ValueError, match="confidence"):
+        FprThreshold(0.05, confidence=1.0).fit(s, y, g)
+    with pytest.raises(ValueError, match="one group per score"):
+        FprThreshold(0.05, confidence=0.9).fit(s, y, g[:-1])
+
+
+def test_fpr_confidence_on_probabilities_resamples_log_odds() -> None:
+    """Calibrated scores are probabilities: the same resampling on the log-odds scale, so the cut maps back exactly."""
+    s, y, g = clustered_val(5)
+    raw = FprThreshold(0.05, confidence=0.9, seed=7).fit(s, y, g)
+    prob = FprThreshold(0.05, confidence=0.9, seed=7).fit(1.0 / (1.0 + np.exp(-s)), y, g)
+    assert 0.0 < prob.threshold_ < 1.0
+    assert prob.threshold_ == pytest.approx(1.0 / (1.0 + np.exp(-raw.threshold_)), abs=1e-9)
+    assert (prob.fpr_, prob.tpr_) == (raw.fpr_, raw.tpr_)
+
+
 def test_eer_threshold_matches_scoring() -> None:
     s, y = scores_labels(seed=2)
     rule = EerThreshold().fit(s, y)

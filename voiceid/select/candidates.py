@@ -144,6 +144,13 @@ class Candidate:
         return float(self.thresholds[rule].threshold_)
 
 
+def val_thresholds(val: Probes, params: SelectParams) -> dict[str, Any]:
+    """Every threshold rule fitted on the val probes; the ``fpr`` rule resamples unknown speakers (``select.far_confidence``)."""
+    return fit_thresholds(
+        val.score, val.known.astype(int), params.beta, params.target_fpr, val.true, params.far_confidence, params.seed
+    )
+
+
 def build_candidate(source: Source, model: Any, bank: FeatureBank, params: SelectParams, features: FeatureParams) -> Candidate:
     """Calibrate ``model`` and fit its thresholds on the val rows of ``bank`` (never test rows)."""
     front = bank.front_end(source.feature_set, features)
@@ -152,7 +159,7 @@ def build_candidate(source: Source, model: Any, bank: FeatureBank, params: Selec
         scorer, val, calibration = _best_classifier_score(source, model, bank, params, front)
     else:
         scorer, val, calibration = _best_embedding_variant(source, model, bank, params, front)
-    thresholds = fit_thresholds(val.score, val.known.astype(int), params.beta, params.target_fpr)
+    thresholds = val_thresholds(val, params)
     val_report = openset.report(val, float(thresholds[params.threshold_rule].threshold_), p_target=params.p_target)
     return Candidate(source, scorer, calibration, val, thresholds, val_report)
 
@@ -262,7 +269,7 @@ def build_fusion(classifier: Candidate, embedding: Candidate, bank: FeatureBank,
         "detect_weights": [round(float(x), 6) for x in scorer.detect],
         "of": f"{classifier.family}+{embedding.family}",
     }
-    thresholds = fit_thresholds(val.score, val.known.astype(int), params.beta, params.target_fpr)
+    thresholds = val_thresholds(val, params)
     val_report = openset.report(val, float(thresholds[params.threshold_rule].threshold_), p_target=params.p_target)
     return Candidate(source, scorer, calibration, val, thresholds, val_report)  # type: ignore[arg-type]
 

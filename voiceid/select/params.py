@@ -51,6 +51,10 @@ class SelectParams:
     classifier_scores: tuple[Literal["calibrated", "decision"], ...] = ("decision",)
     beta: float = 1.0
     target_fpr: float = 0.05
+    # fpr rule: c in (0, 1) = meet target_fpr for new strangers with confidence c (a smoothed bootstrap
+    # over the val-unknown speakers, FprThreshold); None = on the val-unknown probes themselves, which
+    # new strangers exceed (on az_digits 5-10% accepted at a 5% target, benchmarks/gallery_far.py)
+    far_confidence: float | None = 0.8
     threshold_rule: Literal["fbeta", "fpr", "eer"] = "fpr"
     champion_metric: ChampionMetric = "dir_far_1"
     # fewer val-unknown probes than this cannot estimate a 1% FAR (300: three false accepts at
@@ -84,6 +88,8 @@ class SelectParams:
             raise ValueError(f"beta must be > 0, found {self.beta}")
         if not 0.0 <= self.target_fpr < 1.0:
             raise ValueError(f"target_fpr must be in [0, 1), found {self.target_fpr}")
+        if self.far_confidence is not None and not 0.0 < self.far_confidence < 1.0:
+            raise ValueError(f"far_confidence must be in (0, 1) or null, found {self.far_confidence}")
         if not 0.0 < self.p_target < 1.0:
             raise ValueError(f"p_target must be in (0, 1), found {self.p_target}")
         if self.n_bootstrap < 0:

@@ -41,6 +41,9 @@ def candidate_summary(c: Candidate, result: SelectionResult, params: SelectParam
     cal.update({f"{m}_{k}": _r(v) for m, d in c.calibration.get("losses", {}).items() for k, v in d.items()})
     out["calibration"] = cal
     out["thresholds"] = {rule: _r(c.threshold(rule)) for rule in c.thresholds}
+    point = getattr(c.thresholds.get("fpr"), "point_threshold_", None)
+    if params.far_confidence is not None and point is not None:  # the plain fpr rule's, to show the margin
+        out["thresholds"]["fpr_point"] = _r(point)
     if s.kind == "embedding":
         cal_obj = c.scorer.calibrator  # type: ignore[union-attr]
         out["cosine_thresholds"] = {rule: _r(cal_obj.inverse(c.threshold(rule))) for rule in c.thresholds}
