@@ -59,7 +59,9 @@ def test_summary_of_hand_made_selection_fits_and_marks_skipped() -> None:
     selection = {
         "champion": {"family": "cosine", "threshold_rule": "fpr", "threshold": 0.61234, "champion_metric": "eer",
                      "champion_metric_reason": "dir_far_1 needs 100 val-unknown probes, val has 5; chose by eer " * 3,
-                     "val_eer": 0.1, "test": flat, "registered_model": "voiceid", "version": "3"},
+                     "val_eer": 0.1, "test": flat, "registered_model": "voiceid", "version": "3",
+                     "threshold_basis": {"target_fpr": 0.05, "far_confidence": 0.8, "val_unknown_probes": 40,
+                                         "val_unknown_speakers": 4}},
         "candidates": {"svc": {"feature_set": "mfcc60", "test": flat},
                        "fusion": {"feature_set": "dvector_ft+" * 6 + "mfcc60", "test": flat},  # wider than the table allows
                        "cosine": {"feature_set": "mfcc60", "test": flat}},
@@ -79,6 +81,15 @@ def test_summary_of_hand_made_selection_fits_and_marks_skipped() -> None:
     assert fusion.rstrip().endswith("50.0 [20.0, 80.0]") and lines[head + 3].startswith("  svc ")
     assert "(12 enrolled + 5 unknown probes)" in text and "skipped catboost: not in grid.families" in text
     assert ".venv/bin/voiceid identify a.flac" in text and ".venv/bin/voiceid ui " in text
+    # the threshold says what it stands on: the FAR target, for new strangers, and how few strangers set it
+    said = " ".join(text.split())
+    assert "decides at threshold 0.612 (fpr rule on val: aims to accept at most 5% of new strangers, confidence 0.8, " \
+           "from 4 val-unknown speakers)" in said
+    selection["champion"]["threshold_basis"]["far_confidence"] = None
+    plain = " ".join(summary.render(selection, report, {}, example="a.flac").split())
+    assert "(fpr rule: at most 5% of the 40 val-unknown probes accepted, from 4 speakers)" in plain
+    selection["champion"]["threshold_rule"] = "eer"
+    assert "(eer rule, fitted on val)" in summary.render(selection, report, {}, example="a.flac")
 
 
 def test_final_runs_name_their_manifest_dataset(pipeline_run: PipelineRun) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -216,6 +218,41 @@ def test_fusion_takes_the_classifier_it_gains_most_from_not_the_best_alone() -> 
     assert fusion.calibration["of"] == "svc+cosine" and fusion.source.feature_set == "seed498+mfcc60"
     assert fusion.val_report["eer"] == pytest.approx(tried["svc+cosine"], abs=1e-6)
     assert isinstance(fusion.scorer, FusionScorer)
+
+
+def test_fusion_embeds_the_val_probes_once_for_every_partner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ECAPA reruns its network for each embedding call: fusing it with n classifiers must not cost n runs."""
+    from voiceid.features.params import FeatureParams
+    from voiceid.select import protocol
+    from voiceid.select.candidates import FeatureBank, build_fusion
+
+    same = gaussian_bank(seed=6, spread=1.0, n_enrolled=10, n_unknown_val=8, n_unknown_test=4, unknown_utts=3)
+    meta, X = same.tables["mfcc60"]
+    other = np.random.default_rng(8).normal(0, 1, X.shape).astype(np.float32) + X
+    bank = FeatureBank({"mfcc60": (meta, X), "seed498": (meta, other)})
+    sources = [
+        (Source("logreg", "classifier", "mfcc60", "run-1"), fit_logreg(bank)),
+        (Source("svc", "classifier", "seed498", "run-2"), fit_logreg(bank, "seed498")),
+        (Source("mlp", "classifier", "seed498", "run-3"), fit_logreg(bank, "seed498")),
+        (Source("cosine", "embedding", "mfcc60"), None),
+    ]
+    params = SelectParams(families=("logreg", "svc", "mlp", "cosine"), n_bootstrap=0, champion_metric="eer")
+    result = select(sources, bank, params, FeatureParams(sets=("mfcc60", "seed498")))
+    embedding = next(c for c in result.candidates if c.family == "cosine")
+    calls: list[int] = []
+    inner = embedding.scorer.embedder.embed  # type: ignore[union-attr]
+    monkeypatch.setattr(embedding.scorer.embedder, "embed", lambda xs: calls.append(len(xs)) or inner(xs))  # type: ignore[union-attr]
+    fit_bank = bank.without_test()
+    fusion = protocol._fusion(result.candidates, fit_bank, dataclasses.replace(params, families=(*params.families, "fusion")))
+    assert not isinstance(fusion, str) and len(fusion.calibration["partners_val_eer"]) == 3
+    n_val = int((fit_bank.tables["mfcc60"][0]["split"] == "val").sum())
+    assert calls == [n_val]  # one pass over the val probes for three partners
+    # and the cached scores change nothing: the same fusion as built from scratch
+    partner = next(c for c in result.candidates if f"{c.family}+cosine" == fusion.calibration["of"])
+    fresh = build_fusion(partner, embedding, fit_bank, params)
+    assert fresh.calibration["identify_weights"] == fusion.calibration["identify_weights"]
+    assert fresh.calibration["detect_weights"] == fusion.calibration["detect_weights"]
+    assert np.array_equal(fresh.val.score, fusion.val.score)
 
 
 def test_ties_on_the_champion_metric_go_to_the_better_calibrated_separation() -> None:

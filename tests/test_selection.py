@@ -155,6 +155,17 @@ def test_far_confidence_resamples_the_val_strangers_by_speaker() -> None:
         thresholds = candidate_summary(c, result, sure)["thresholds"]
         assert thresholds["fpr_point"] == pytest.approx(base.threshold("fpr"), abs=1e-6)
     assert grouped_differs  # so the check above can tell speakers from probes
+    from voiceid.select.report import summary
+
+    champ = result.champion
+    unknown = champ.val.true[~champ.val.known]
+    assert summary(result, sure, {})["champion"]["threshold_basis"] == {
+        "target_fpr": sure.target_fpr,
+        "far_confidence": 0.9,
+        "val_unknown_probes": len(unknown),
+        "val_unknown_speakers": len(set(unknown)),
+    }
+    assert 1 < len(set(unknown)) < len(unknown)  # speakers, not probes, are counted
     assert "fpr_point" not in candidate_summary(plain.candidates[0], plain, unsure)["thresholds"]
 
 

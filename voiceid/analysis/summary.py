@@ -112,6 +112,21 @@ def _wrap(text: str, indent: str = "", first: str = "") -> list[str]:
     ]
 
 
+def _basis(rule: str, champ: Mapping[str, Any]) -> str:
+    """What the threshold stands on: for the fpr rule, its FAR target and how many strangers set it."""
+    b = champ.get("threshold_basis") or {}
+    if rule != "fpr" or not b:
+        return f"{rule} rule, fitted on val"
+    target, k = float(b["target_fpr"]), int(b["val_unknown_speakers"])
+    if b.get("far_confidence") is None:
+        n = int(b["val_unknown_probes"])
+        return f"fpr rule: at most {target:.0%} of the {n} val-unknown probes accepted, from {k} speakers"
+    c = float(b["far_confidence"])
+    return (
+        f"fpr rule on val: aims to accept at most {target:.0%} of new strangers, confidence {c:g}, from {k} val-unknown speakers"
+    )
+
+
 def _order(candidates: Mapping[str, Any], val: Mapping[str, Any], metric: str, champion: str) -> list[str]:
     """Champion first, then by validation ``metric`` (best first), then the file's order."""
     names = list(candidates)
@@ -214,9 +229,10 @@ def render(
     test = champ.get("test", {})
     fs = str(candidates.get(family, {}).get("feature_set", "")) or "-"
     lines.append("")
-    lines.append(
-        f"champion  {family} on {fs}: decides at threshold {fmt('', champ.get('threshold'))} "
-        f"({champ.get('threshold_rule', '?')} rule, fitted on val)"
+    rule = str(champ.get("threshold_rule", "?"))
+    lines += _wrap(
+        f"champion  {family} on {fs}: decides at threshold {fmt('', champ.get('threshold'))} ({_basis(rule, champ)})",
+        indent="          ",
     )
     lines.append(f"          test FAR {cell('far', test)} %, FRR {cell('frr', test)} %")
     reason = str(champ.get("champion_metric_reason", "")).strip()

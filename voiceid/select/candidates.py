@@ -228,7 +228,39 @@ def _fit_fusion(t: Trials, speakers: np.ndarray, known: np.ndarray, names: np.nd
     return identify, np.r_[whether.coef_[0], whether.intercept_]
 
 
-def build_fusion(classifier: Candidate, embedding: Candidate, bank: FeatureBank, params: SelectParams) -> Candidate:
+@dataclass(frozen=True)
+class EmbeddingTrials:
+    """One embedding candidate's val scores against its enrolled speakers, by utterance id.
+
+    Selection fuses one embedding system with every classifier; its scores are the same each
+    time, and for ECAPA computing them means running the network over every val clip.
+    """
+
+    family: str
+    ids: np.ndarray  # (n,) utterance ids
+    scores: np.ndarray  # (n, n_speakers), the candidate's speaker order
+
+    @classmethod
+    def of(cls, embedding: Candidate, bank: FeatureBank) -> EmbeddingTrials:
+        from voiceid.serve.fusion import embedding_scores
+
+        inputs, _, _, ids = bank.probes(embedding.source.feature_set, "val")
+        return cls(embedding.family, ids, embedding_scores(embedding.scorer, inputs))  # type: ignore[arg-type]
+
+    def rows(self, ids: np.ndarray) -> np.ndarray | None:
+        """Scores of ``ids`` in that order; None when one of them is not here."""
+        where = {u: i for i, u in enumerate(self.ids)}
+        idx = [where.get(u) for u in ids]
+        return None if any(i is None for i in idx) else self.scores[np.asarray(idx, dtype=int)]
+
+
+def build_fusion(
+    classifier: Candidate,
+    embedding: Candidate,
+    bank: FeatureBank,
+    params: SelectParams,
+    cached: EmbeddingTrials | None = None,
+) -> Candidate:
     """Logistic fusion of a classifier and an embedding candidate, fitted on val (:mod:`voiceid.serve.fusion`).
 
     *Who*: trials of every val probe (enrolled val + val-unknown) against every enrolled
@@ -236,7 +268,8 @@ def build_fusion(classifier: Candidate, embedding: Candidate, bank: FeatureBank,
     "the answer is right".  Like classifier calibration, it is cross-fitted: the val scores
     that thresholds and the champion choice see come from weights fitted on the other folds
     (5, by speaker), so the fusion is not judged on the data it was fitted on; the deployed
-    weights are fitted on all val probes.  ``bank`` must hold no test rows.
+    weights are fitted on all val probes.  ``bank`` must hold no test rows.  ``cached``: the
+    embedding candidate's val scores (:class:`EmbeddingTrials`), so they are not computed again.
     """
     from voiceid.serve.fusion import FusionScorer
 
@@ -246,7 +279,8 @@ def build_fusion(classifier: Candidate, embedding: Candidate, bank: FeatureBank,
     inputs, speakers, known, ids = bank.probes(sets, "val")
     scorer = FusionScorer(classifier.scorer, embedding.scorer, [1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0])  # type: ignore[arg-type]
     names = np.asarray(scorer.speakers)
-    trials = scorer.pair_scores(inputs)
+    known_scores = cached.rows(ids) if cached is not None and cached.family == embedding.family else None
+    trials = scorer.pair_scores(inputs, known_scores)
     # folds by speaker for unknown probes (a stranger's clips stay together), by probe for enrolled ones
     rng = np.random.default_rng(params.seed)
     unknown_spk = np.unique(speakers[~known])

@@ -40,6 +40,7 @@ from voiceid.scoring import openset
 from voiceid.scoring.openset import LOWER_IS_BETTER, Probes
 from voiceid.select.candidates import (
     Candidate,
+    EmbeddingTrials,
     FeatureBank,
     Source,
     build_candidate,
@@ -146,17 +147,22 @@ def _fusion(candidates: Sequence[Candidate], fit_bank: FeatureBank, params: Sele
     Every classifier candidate is fused with that embedding system and the fusion with the lowest
     cross-fitted val EER is kept: the best classifier alone is often the one most like the
     embedding system (a kNN on the same encoder's vectors), which a fusion gains least from.  The
-    val EERs of all the partners tried are recorded in the fusion's calibration.
+    val EERs of all the partners tried are recorded in the fusion's calibration.  The embedding
+    system's val scores are computed once for all partners (:class:`EmbeddingTrials`).
     """
     by_kind = {k: [c for c in candidates if c.source.kind == k] for k in ("classifier", "embedding")}
     if not by_kind["classifier"] or not by_kind["embedding"]:
         return "needs a classifier and an embedding candidate"
     embedding = choose(by_kind["embedding"], "eer")
+    try:
+        cached: EmbeddingTrials | None = EmbeddingTrials.of(embedding, fit_bank)  # the same for every partner: once
+    except ValueError:
+        cached = None  # each partner then meets (and reports) the same problem
     fused: list[Candidate] = []
     failed: dict[str, str] = {}
     for classifier in by_kind["classifier"]:
         try:
-            fused.append(build_fusion(classifier, embedding, fit_bank, params))
+            fused.append(build_fusion(classifier, embedding, fit_bank, params, cached))
         except ValueError as exc:
             failed[classifier.family] = str(exc)
     if not fused:

@@ -71,6 +71,13 @@ def summary(result: SelectionResult, params: SelectParams, skipped: Mapping[str,
         "champion_metric_reason": result.champion_metric_reason,
         f"val_{metric}": _r(c.val_report[metric]),
         "test": result.test_reports[c.family],
+        # what the fpr threshold stands on: a FAR target set from few strangers is a rough one
+        "threshold_basis": {
+            "target_fpr": params.target_fpr,
+            "far_confidence": params.far_confidence,
+            "val_unknown_probes": int((~c.val.known).sum()),
+            "val_unknown_speakers": int(len(set(c.val.true[~c.val.known]))),
+        },
     }
     if result.runner_up is not None:
         r = result.runner_up

@@ -54,6 +54,11 @@ class Trials(NamedTuple):
         return Trials(self.lo[rows], self.es[rows], self.own[rows])
 
 
+def embedding_scores(embedding: EmbeddingScorer, inputs: list[Any]) -> NDArray[np.float64]:
+    """(n, n_speakers) an embedding system's score of each input for each of its enrolled speakers."""
+    return embedding.cosines(embedding.embedder.embed(inputs))[1]
+
+
 def fused_scores(identify: NDArray[np.float64], t: Trials) -> NDArray[np.float64]:
     """(n, n_speakers) ``identify . (logit p_clf, s_emb, 1)`` per probe and speaker; the arg-max names the speaker."""
     return identify[0] * t.lo + identify[1] * t.es + identify[2]
@@ -77,10 +82,15 @@ class FusionScorer:
     def speakers(self) -> list[str]:
         return list(self.embedding.speakers)
 
-    def pair_scores(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> Trials:
-        """Both systems' scores of ``inputs`` against every enrolled speaker."""
+    def pair_scores(self, inputs: list[tuple[np.ndarray, np.ndarray]], emb_scores: NDArray[np.float64] | None = None) -> Trials:
+        """Both systems' scores of ``inputs`` against every enrolled speaker.
+
+        ``emb_scores``: the embedding system's (n, n_speakers) scores of the same probes, when the
+        caller already has them (selection fuses one embedding system with every classifier).
+        """
         proba, own = self.classifier.proba_and_score([a for a, _ in inputs])
-        _, emb_scores = self.embedding.cosines(self.embedding.embedder.embed([b for _, b in inputs]))
+        if emb_scores is None:
+            emb_scores = embedding_scores(self.embedding, [b for _, b in inputs])
         return Trials(log_odds(proba[:, self._order]), emb_scores, log_odds(own))
 
     def fused(self, t: Trials) -> NDArray[np.float64]:
