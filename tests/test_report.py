@@ -124,7 +124,10 @@ def test_registered_champion_version_describes_itself(pipeline_run: PipelineRun)
     assert float(tags["threshold"]) == pytest.approx(champion["threshold"], rel=1e-4)
     assert tags["champion_metric"] == champion["champion_metric"] and f"val_{champion['champion_metric']}" in tags
     assert {"test_accuracy", "test_eer", "test_dir_far_1", "test_far", "test_frr", "data_hash", "git_commit"} <= set(tags)
-    for needed in (f"**{family}**", f"`{feature_set}`", "threshold", tags["data_hash"], "EER", "DIR@FAR1%", "git commit"):
+    from voiceid.select.report import threshold_basis
+
+    basis = threshold_basis(champion["threshold_rule"], champion)  # the summary's words for the threshold
+    for needed in (f"**{family}**", f"`{feature_set}`", basis, tags["data_hash"], "EER", "DIR@FAR1%", "git commit"):
         assert needed in text, (needed, text)
     model = client.get_registered_model(champion["registered_model"])
     assert "open-set speaker identification" in model.description and "@champion" in model.description

@@ -3,5 +3,6 @@
 Modules: ``runs`` (MLflow runs -> tidy tables), ``selection`` (``reports/selection.json`` and
 ``plots/select/*.csv`` -> tables). Figures are in ``voiceid.viz.compare``.
 
-May import: ``voiceid.tracking``, ``voiceid.config``, ``voiceid.select.candidates`` (names), pandas.
+May import: ``voiceid.tracking``, ``voiceid.config``, ``voiceid.select.candidates`` (names),
+``voiceid.select.report`` (how a threshold is described), pandas.
 """

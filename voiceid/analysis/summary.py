@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from voiceid.scoring.openset import LOWER_IS_BETTER
+from voiceid.select.report import threshold_basis
 from voiceid.tracking.ui import UI_URL, training_runs_url
 
 WIDTH = 100
@@ -110,21 +111,6 @@ def _wrap(text: str, indent: str = "", first: str = "") -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=first or indent, subsequent_indent=indent, break_on_hyphens=False) or [
         first.rstrip()
     ]
-
-
-def _basis(rule: str, champ: Mapping[str, Any]) -> str:
-    """What the threshold stands on: for the fpr rule, its FAR target and how many strangers set it."""
-    b = champ.get("threshold_basis") or {}
-    if rule != "fpr" or not b:
-        return f"{rule} rule, fitted on val"
-    target, k = float(b["target_fpr"]), int(b["val_unknown_speakers"])
-    if b.get("far_confidence") is None:
-        n = int(b["val_unknown_probes"])
-        return f"fpr rule: at most {target:.0%} of the {n} val-unknown probes accepted, from {k} speakers"
-    c = float(b["far_confidence"])
-    return (
-        f"fpr rule on val: aims to accept at most {target:.0%} of new strangers, confidence {c:g}, from {k} val-unknown speakers"
-    )
 
 
 def _order(candidates: Mapping[str, Any], val: Mapping[str, Any], metric: str, champion: str) -> list[str]:
@@ -231,7 +217,7 @@ def render(
     lines.append("")
     rule = str(champ.get("threshold_rule", "?"))
     lines += _wrap(
-        f"champion  {family} on {fs}: decides at threshold {fmt('', champ.get('threshold'))} ({_basis(rule, champ)})",
+        f"champion  {family} on {fs}: decides at threshold {fmt('', champ.get('threshold'))} ({threshold_basis(rule, champ)})",
         indent="          ",
     )
     lines.append(f"          test FAR {cell('far', test)} %, FRR {cell('frr', test)} %")

@@ -11,7 +11,7 @@ from typing import Any
 from voiceid import tracking
 from voiceid.config import as_dict
 from voiceid.select.params import SelectParams
-from voiceid.select.report import flatten_intervals
+from voiceid.select.report import flatten_intervals, threshold_basis
 from voiceid.serve.champion import OUTPUT_COLUMNS, Champion
 from voiceid.serve.persist import save_champion
 from voiceid.serve.request import INPUT_COLUMNS
@@ -98,7 +98,7 @@ def version_description(champion: Champion, summary: Mapping[str, Any], tags: Ma
     lines = [
         f"voiceid champion: **{champion.family}** on feature set `{fs}`{run}.",
         "",
-        f"- Decides at threshold **{champion.threshold:.4g}** (rule `{champion.threshold_rule}`, fitted on val): "
+        f"- Decides at threshold **{champion.threshold:.4g}** ({threshold_basis(champion.threshold_rule, champ)}): "
         "a probe scoring below it is `unknown`.",
         f"- Chosen by val `{metric}` = {_fmt(champ[f'val_{metric}'])}: {champ.get('champion_metric_reason', '')}",
         f"- Test ({n.get('test_enrolled', '?')} enrolled + {n.get('test_unknown', '?')} unknown probes, "

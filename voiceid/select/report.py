@@ -104,6 +104,25 @@ def summary(result: SelectionResult, params: SelectParams, skipped: Mapping[str,
     }
 
 
+def threshold_basis(rule: str, champ: Mapping[str, Any]) -> str:
+    """What the champion's threshold stands on, in words.
+
+    ``champ`` is the summary's ``champion``.  For the fpr rule: its FAR target and how many
+    strangers set it (a target set from three strangers is a rough one).
+    """
+    b = champ.get("threshold_basis") or {}
+    if rule != "fpr" or not b:
+        return f"{rule} rule, fitted on val"
+    target, k = float(b["target_fpr"]), int(b["val_unknown_speakers"])
+    if b.get("far_confidence") is None:
+        n = int(b["val_unknown_probes"])
+        return f"fpr rule: at most {target:.0%} of the {n} val-unknown probes accepted, from {k} speakers"
+    c = float(b["far_confidence"])
+    return (
+        f"fpr rule on val: aims to accept at most {target:.0%} of new strangers, confidence {c:g}, from {k} val-unknown speakers"
+    )
+
+
 def for_json(report: Mapping[str, Any]) -> dict[str, Any]:
     """The full summary with the champion's intervals flattened: reports/selection.json."""
     out = dict(report)
