@@ -83,6 +83,7 @@ def test_summary_of_hand_made_selection_fits_and_marks_skipped() -> None:
     assert ".venv/bin/voiceid identify a.flac" in text and ".venv/bin/voiceid ui " in text
     # the threshold says what it stands on: the FAR target, for new strangers, and how few strangers set it
     said = " ".join(text.split())
+    assert any(line.startswith("champion  cosine on mfcc60: decides at threshold 0.612 (fpr rule on val") for line in lines)
     assert "decides at threshold 0.612 (fpr rule on val: aims to accept at most 5% of new strangers, confidence 0.8, " \
            "from 4 val-unknown speakers)" in said
     selection["champion"]["threshold_basis"]["far_confidence"] = None

@@ -217,8 +217,9 @@ def render(
     lines.append("")
     rule = str(champ.get("threshold_rule", "?"))
     lines += _wrap(
-        f"champion  {family} on {fs}: decides at threshold {fmt('', champ.get('threshold'))} ({threshold_basis(rule, champ)})",
+        f"{family} on {fs}: decides at threshold {fmt('', champ.get('threshold'))} ({threshold_basis(rule, champ)})",
         indent="          ",
+        first="champion  ",
     )
     lines.append(f"          test FAR {cell('far', test)} %, FRR {cell('frr', test)} %")
     reason = str(champ.get("champion_metric_reason", "")).strip()
