@@ -65,10 +65,10 @@ def draw(
         for backend in ("plain", "wccn"):
             T = EmbeddingBackend(wccn=True).fit(E[fit], spk[fit]).transform(E) if backend == "wccn" else l2_normalize(E)
             centroid = {s: l2_normalize(T[rows[s][:8] if s in own else rows[s][:5]].mean(axis=0)) for s in own + new_all}
-            S_val = cosine_matrix(T[val], np.stack([centroid[s] for s in own]))  # (val strangers, own)
+            own_C = np.stack([centroid[s] for s in own])
+            S_val = cosine_matrix(T[val], own_C)  # (val strangers, own)
             top = S_val.max(axis=1)
             base = far_threshold(top, np.ones(len(top), dtype=bool), TARGET)
-            own_C = np.stack([centroid[s] for s in own])
             own_top = cosine_matrix(T[own_val], own_C).max(axis=1)
             sure = FprThreshold(TARGET, confidence=confidence, seed=seed).fit(
                 np.r_[own_top, top], np.r_[np.ones(len(own_top)), np.zeros(len(top))], np.r_[spk[own_val], spk[val]]

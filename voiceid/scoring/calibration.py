@@ -10,6 +10,12 @@ from sklearn.linear_model import LogisticRegression
 from voiceid.scoring.openset import detection_labels
 
 
+def log_odds(p: ArrayLike, eps: float = 1e-6) -> NDArray[np.float64]:
+    """``log(p / (1 - p))`` of probabilities clipped to ``[eps, 1 - eps]``, so 0 and 1 stay finite."""
+    q = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return np.log(q / (1 - q))
+
+
 class ScoreCalibrator(BaseEstimator):
     """Logistic calibration of a 1-D score: ``p = 1 / (1 + exp(-(a_ * s + b_)))``.
 

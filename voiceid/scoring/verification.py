@@ -174,8 +174,17 @@ def far_threshold(scores: ArrayLike, nontarget: ArrayLike, far: float) -> float:
     unk = np.sort(s[non])
     # non-targets at or above each candidate, by binary search
     accepted = len(unk) - np.searchsorted(unk, candidates, side="left")
-    ok = accepted <= far * len(unk) + 1e-9  # tolerance: far * n is often meant as an integer
+    ok = accepted <= permitted_accepts(far, len(unk))
     return float(candidates[int(np.argmax(ok))])
+
+
+def permitted_accepts(far: float, n_nontarget: int) -> int:
+    """How many of ``n_nontarget`` scores a FAR of ``far`` lets through (:func:`far_threshold`'s count).
+
+    >>> permitted_accepts(0.05, 200), permitted_accepts(0.1, 30), permitted_accepts(0.0, 7)
+    (10, 3, 0)
+    """
+    return int(np.floor(far * n_nontarget + 1e-9))  # tolerance: far * n is often meant as an integer
 
 
 DET_CLIP = 1e-3  # rates of 0 or 1 sit at +-3.1 deviates instead of infinity

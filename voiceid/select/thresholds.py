@@ -40,8 +40,9 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator
 from sklearn.metrics import precision_recall_curve
 
+from voiceid.scoring.calibration import log_odds
 from voiceid.scoring.openset import detection_labels
-from voiceid.scoring.verification import eer, far_threshold
+from voiceid.scoring.verification import eer, far_threshold, permitted_accepts
 
 ThresholdRule = Literal["fbeta", "fpr", "eer"]
 
@@ -139,7 +140,7 @@ def _smoothed_speaker_thresholds(
 ) -> NDArray[np.float64]:
     """(n,) the plain FPR threshold on each smoothed speaker-bootstrap resample of the unknown scores."""
     prob = bool(np.all((unknown >= 0.0) & (unknown <= 1.0)))
-    z = _logit(unknown) if prob else unknown
+    z = log_odds(unknown, eps=1e-9) if prob else unknown
     _, sp = np.unique(speaker, return_inverse=True)  # probe -> speaker index
     k = int(sp.max()) + 1
     members = [z[sp == i] for i in range(k)]
@@ -152,15 +153,10 @@ def _smoothed_speaker_thresholds(
         drawn = rng.integers(0, k, k)
         shift = rng.normal(0.0, h, k)
         r = np.sort(np.concatenate([members[j] + d for j, d in zip(drawn, shift, strict=True)]))[::-1]
-        allowed = int(np.floor(target_fpr * len(r) + 1e-9))  # accepts the target permits (as far_threshold counts)
+        allowed = permitted_accepts(target_fpr, len(r))
         # the lowest threshold accepting no more: just above the first stranger that must be turned away
         out[i] = np.nextafter(r[allowed], np.inf) if allowed < len(r) else -np.inf
     return 1.0 / (1.0 + np.exp(-out)) if prob else out
-
-
-def _logit(p: NDArray[np.float64], eps: float = 1e-9) -> NDArray[np.float64]:
-    q = np.clip(p, eps, 1.0 - eps)
-    return np.log(q / (1.0 - q))
 
 
 class EerThreshold(_Threshold):

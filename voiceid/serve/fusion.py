@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from voiceid.scoring.calibration import log_odds
 from voiceid.serve.champion import ClassifierScorer, EmbeddingScorer, Scored
 
 
@@ -36,11 +37,6 @@ class FusionFront:
     def __call__(self, wave: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         a, b = (f(wave, sample_rate) for f in self.fronts)
         return a, b
-
-
-def log_odds(p: NDArray[np.float64], eps: float = 1e-6) -> NDArray[np.float64]:
-    q = np.clip(p, eps, 1 - eps)
-    return np.log(q / (1 - q))
 
 
 class Trials(NamedTuple):
