@@ -118,6 +118,20 @@ def dir_at_far(p: Probes, far: float) -> tuple[float, float]:
     return dir_at_threshold(p, t), t
 
 
+def identification_eer(p: Probes) -> float:
+    """Open-set identification's equal error rate: where FPIR meets FNIR.
+
+    FPIR(t) is FAR(t); FNIR(t) = 1 - DIR(t), the share of known probes *not* both accepted and
+    rightly named, so a wrong name is a miss at every threshold (EER ignores names).
+
+    >>> identification_eer(Probes(["a", "b", "x", "y"], ["a", "a", "a", "b"], [0.9, 0.8, 0.7, 0.2], [1, 1, 0, 0]))
+    0.5
+    """
+    _need_both(p)
+    floor = float(p.score.min()) - 1.0  # below every score: a wrongly named probe is never a hit
+    return eer(np.where(p.known & ~p.correct, floor, p.score), p.known.astype(np.int64))[0]
+
+
 def closed_set(p: Probes) -> dict[str, float]:
     """Top-1 accuracy and weighted/macro F1 over the known probes (sklearn's zero_division=0)."""
     if not p.known.any():

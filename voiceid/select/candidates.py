@@ -22,6 +22,7 @@ from voiceid.scoring.centroids import speaker_centroids
 from voiceid.scoring.openset import Probes
 from voiceid.scoring.verification import StrangerScores, eer
 from voiceid.select.calibration import calibrate_classifier
+from voiceid.select.later import later_trials
 from voiceid.select.params import SelectParams
 from voiceid.select.thresholds import fit_thresholds
 from voiceid.serve.champion import ClassifierScorer, EmbeddingScorer, Scored
@@ -135,6 +136,12 @@ class Candidate:
     val: Probes
     thresholds: dict[str, Any]  # rule -> fitted threshold estimator
     val_report: dict[str, float]
+    # embedding systems: the identification EER of val-unknown speakers enrolled as later speakers
+    # are (voiceid.select.later), and the back-end variant with the lowest one, calibrated and
+    # thresholded like this candidate (this candidate itself when it is the same variant); None when
+    # the val-unknown speakers are too few to tell
+    later_eer: float | None = None
+    store: Candidate | None = None
 
     @property
     def family(self) -> str:
@@ -142,6 +149,21 @@ class Candidate:
 
     def threshold(self, rule: str) -> float:
         return float(self.thresholds[rule].threshold_)
+
+    @property
+    def for_enrolling(self) -> Candidate:
+        """What serves the enrollment store: :attr:`store` when measured, else this candidate."""
+        return self.store if self.store is not None else self
+
+
+@dataclass(frozen=True)
+class Later:
+    """The back-end variant that serves speakers enrolled later best (:mod:`voiceid.select.later`)."""
+
+    variant: str
+    scorer: EmbeddingScorer
+    val: Probes  # its val probes (enrolled val + val-unknown): what its thresholds are fitted on
+    eer: float  # identification EER of the later-enrolled val trials
 
 
 def val_thresholds(val: Probes, params: SelectParams) -> dict[str, Any]:
@@ -155,10 +177,27 @@ def build_candidate(source: Source, model: Any, bank: FeatureBank, params: Selec
     """Calibrate ``model`` and fit its thresholds on the val rows of ``bank`` (never test rows)."""
     front = bank.front_end(source.feature_set, features)
     scorer: ClassifierScorer | EmbeddingScorer
+    later: Later | None = None
     if source.kind == "classifier":
         scorer, val, calibration = _best_classifier_score(source, model, bank, params, front)
     else:
-        scorer, val, calibration = _best_embedding_variant(source, model, bank, params, front)
+        scorer, val, calibration, later = _best_embedding_variant(source, model, bank, params, front)
+    candidate = _thresholded(source, scorer, calibration, val, params)
+    if later is not None:
+        candidate.later_eer = later.eer
+        if later.scorer is scorer:
+            candidate.store = candidate
+        else:
+            a, b = later.scorer.calibrator.a_, later.scorer.calibrator.b_
+            store_calibration = {**calibration, "a": a, "b": b, "backend": later.variant}
+            candidate.store = _thresholded(source, later.scorer, store_calibration, later.val, params)
+            candidate.store.later_eer = later.eer
+    return candidate
+
+
+def _thresholded(
+    source: Source, scorer: ClassifierScorer | EmbeddingScorer, calibration: dict[str, Any], val: Probes, params: SelectParams
+) -> Candidate:
     thresholds = val_thresholds(val, params)
     val_report = openset.report(val, float(thresholds[params.threshold_rule].threshold_), p_target=params.p_target)
     return Candidate(source, scorer, calibration, val, thresholds, val_report)
@@ -310,13 +349,15 @@ def build_fusion(
 
 def _best_embedding_variant(
     source: Source, model: Any, bank: FeatureBank, params: SelectParams, front: FrontEnd
-) -> tuple[EmbeddingScorer, Probes, dict[str, Any]]:
+) -> tuple[EmbeddingScorer, Probes, dict[str, Any], Later | None]:
     """The embedding scorer with the scoring back-end (``select.backends``) that gives the lowest val EER.
 
     Everything is fitted on training rows only: the base embedder (``cosine``/``dvector``: a
     scaler; ``joint``: one scaler per block), LDA/WCCN (enrolled train + background speakers), centroids (enrolled train) and
     the AS-norm cohort (background speakers alone: never a probe).  Each variant is then
-    calibrated and scored on the val probes; test is not involved.
+    calibrated and scored on the val probes; test is not involved.  The last item is the
+    variant that serves speakers enrolled later best (:mod:`voiceid.select.later`), or None when
+    the val-unknown speakers are too few to tell.
     """
     fs = source.feature_set
     Xt, yt = bank.rows(fs, "enrolled", "train")
@@ -335,7 +376,9 @@ def _best_embedding_variant(
     inputs, speakers, known, ids = bank.probes(fs, "val")
     val_emb = base.embed(inputs)
     tried: dict[str, float] = {}
+    later_tried: dict[str, float] = {}
     best: tuple[float, EmbeddingScorer, Probes, str] | None = None
+    later_best: Later | None = None
     for variant in params.backends:
         parts = set(variant.split("+"))
         if "asnorm" in parts and len(np.unique(yb)) < 2:
@@ -365,16 +408,22 @@ def _best_embedding_variant(
         out = scorer.score_embeddings(emb)
         val = Probes(speakers, out.pred, out.score, known, ids)
         tried[variant] = float(eer(val.score, val.known.astype(int))[0])
+        # val strangers against every enrolled speaker: how the threshold must rise as a gallery grows
+        scorer.strangers = StrangerScores.fit(cos[~known]) if (~known).any() else None
         if best is None or tried[variant] < best[0]:
-            # val strangers against every enrolled speaker: how the threshold must rise as a gallery grows
-            scorer.strangers = StrangerScores.fit(cos[~known]) if (~known).any() else None
             best = (tried[variant], scorer, val, variant)
+        trials = later_trials(scorer, emb[~known], speakers[~known], params.enroll_files, params.seed)
+        if trials is not None:
+            later_tried[variant] = float(openset.identification_eer(trials))
+            # ties (few val-unknown speakers make a coarse figure): the lower val EER
+            if later_best is None or (later_tried[variant], tried[variant]) < (later_best.eer, tried[later_best.variant]):
+                later_best = Later(variant, scorer, val, later_tried[variant])
     if best is None:
         raise ValueError(f"no back-end variant of {list(params.backends)} could be calibrated on val")
     _, scorer, val, chosen = best
     calibration: dict[str, Any] = {"method": "logistic", "a": scorer.calibrator.a_, "b": scorer.calibrator.b_}
-    calibration.update(backend=chosen, losses={"val_eer": tried})
-    return scorer, val, calibration
+    calibration.update(backend=chosen, losses={"val_eer": tried, **({"later_eer": later_tried} if later_tried else {})})
+    return scorer, val, calibration, later_best
 
 
 def _check_width(model: Any, X: np.ndarray, source: Source) -> None:

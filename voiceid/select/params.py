@@ -55,6 +55,9 @@ class SelectParams:
     # over the val-unknown speakers, FprThreshold); None = on the val-unknown probes themselves, which
     # new strangers exceed (on az_digits 5-10% accepted at a 5% target, benchmarks/gallery_far.py)
     far_confidence: float | None = 0.8
+    # clips each val-unknown speaker is enrolled from when selection measures how an embedding
+    # system serves speakers enrolled later (voiceid.select.later); what a user brings to voiceid enroll
+    enroll_files: int = 5
     threshold_rule: Literal["fbeta", "fpr", "eer"] = "fpr"
     champion_metric: ChampionMetric = "dir_far_1"
     # fewer val-unknown probes than this cannot estimate a 1% FAR (300: three false accepts at
@@ -88,6 +91,8 @@ class SelectParams:
             raise ValueError(f"beta must be > 0, found {self.beta}")
         if not 0.0 <= self.target_fpr < 1.0:
             raise ValueError(f"target_fpr must be in [0, 1), found {self.target_fpr}")
+        if self.enroll_files < 1:
+            raise ValueError(f"enroll_files must be >= 1, found {self.enroll_files}")
         if self.far_confidence is not None and not 0.0 < self.far_confidence < 1.0:
             raise ValueError(f"far_confidence must be in (0, 1) or null, found {self.far_confidence}")
         if not 0.0 < self.p_target < 1.0:

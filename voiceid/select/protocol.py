@@ -20,7 +20,9 @@ Protocol (README "Selection"):
    and EER rules, all recorded; ``threshold_rule`` names the one used for decisions.
 4. Champion: the candidate with the best ``champion_metric`` on *val* -- or, when the val set
    has too few unknown probes to estimate it, ``fallback_metric`` (the report says which);
-   the best embedding candidate rides along for enrolling new speakers.
+   the embedding candidate with the best ``champion_metric`` on val rides along for the
+   enrollment store, through the back-end variant that serves speakers enrolled later best
+   (:mod:`voiceid.select.later`: val-unknown speakers enrolled as later speakers).
 5. Test (enrolled test + test-unknown speakers), touched once, after everything above is
    frozen: :func:`voiceid.scoring.openset.report` with one *paired* bootstrap for all
    candidates, so each candidate's difference to the champion gets its own interval.
@@ -187,7 +189,8 @@ def rank(candidates: Sequence[Candidate], metric: str) -> list[Candidate]:
 
 def make_champion(result: SelectionResult, params: SelectParams, features: FeatureParams) -> Champion:
     """The deployable object: the champion's scorer and threshold plus the embedding fallback."""
-    c, e = result.champion, result.embedding
+    c = result.champion
+    e = result.embedding.for_enrolling if result.embedding is not None else None
     return Champion(
         family=c.family,
         run_id=c.source.run_id,

@@ -107,7 +107,8 @@ def version_description(champion: Champion, summary: Mapping[str, Any], tags: Ma
         f"{tags.get('git_commit', 'unknown')}.",
     ]
     if emb:
-        lines.append(f"- New speakers are enrolled through its embedding model `{emb['family']}` (`voiceid enroll`).")
+        backend = f" ({emb['backend']} back-end)" if emb.get("backend") else ""
+        lines.append(f"- New speakers are enrolled through its embedding model `{emb['family']}`{backend} (`voiceid enroll`).")
     return "\n".join(lines)
 
 

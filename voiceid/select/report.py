@@ -48,6 +48,8 @@ def candidate_summary(c: Candidate, result: SelectionResult, params: SelectParam
         cal_obj = c.scorer.calibrator  # type: ignore[union-attr]
         out["cosine_thresholds"] = {rule: _r(cal_obj.inverse(c.threshold(rule))) for rule in c.thresholds}
     out["val"] = {k: _r(v) for k, v in c.val_report.items()}
+    if c.later_eer is not None:  # val-unknown speakers enrolled as later speakers, through the variant that serves them best
+        out["later"] = {"eer": _r(c.later_eer), "backend": c.for_enrolling.calibration.get("backend")}
     out["test"] = {k: _r(v) for k, v in flatten_intervals(result.test_reports[c.family]).items()}
     paired = {k: v for k, v in result.test_vs_champion[c.family].items() if k in _PAIRED_KEYS}
     out["test_minus_champion"] = {k: _r(v) for k, v in flatten_intervals(paired).items()}
@@ -91,7 +93,7 @@ def summary(result: SelectionResult, params: SelectParams, skipped: Mapping[str,
         }
     return {
         "champion": champ,
-        "embedding_model": ({"family": e.family, "threshold": _r(e.threshold(params.threshold_rule))} if e else {}),
+        "embedding_model": _embedding_model(e, params) if e else {},
         "candidates": {x.family: candidate_summary(x, result, params) for x in result.candidates},
         "skipped": {f: why for f, why in {**dict(skipped), **result.skipped}.items()},
         "n_probes": {
@@ -102,6 +104,22 @@ def summary(result: SelectionResult, params: SelectParams, skipped: Mapping[str,
         },
         "bootstrap": {"n": params.n_bootstrap, "seed": params.seed, "paired": True},
     }
+
+
+def _embedding_model(e: Candidate, params: SelectParams) -> dict[str, Any]:
+    """The system that serves the enrollment store, and why it was chosen (:mod:`voiceid.select.later`)."""
+    store = e.for_enrolling
+    out: dict[str, Any] = {
+        "family": e.family,
+        "backend": store.calibration.get("backend"),
+        "threshold": _r(store.threshold(params.threshold_rule)),
+    }
+    if e.later_eer is None:
+        out["chosen_by"] = "val champion metric (too few val-unknown speakers with two clips to enroll them as later speakers)"
+    else:
+        out["chosen_by"] = f"later_eer: identification EER of val-unknown speakers enrolled from {params.enroll_files} clips"
+        out["later_eer"] = _r(e.later_eer)
+    return out
 
 
 def threshold_basis(rule: str, champ: Mapping[str, Any]) -> str:
