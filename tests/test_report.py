@@ -85,10 +85,15 @@ def test_summary_of_hand_made_selection_fits_and_marks_skipped() -> None:
     said = " ".join(text.split())
     assert any(line.startswith("champion  cosine on mfcc60: decides at threshold 0.612 (fpr rule on val") for line in lines)
     assert "decides at threshold 0.612 (fpr rule on val: aims to accept at most 5% of new strangers, confidence 0.8, " \
-           "from 4 val-unknown speakers)" in said
+           "from 4 val-unknown speakers; a rough target: only 4 strangers, new ones may be accepted far more " \
+           "often)" in said
+    selection["champion"]["threshold_basis"]["val_unknown_speakers"] = 10  # enough: no warning
+    enough = " ".join(summary.render(selection, report, {}, example="a.flac").split())
+    assert "from 10 val-unknown speakers)" in enough and "rough" not in enough
+    selection["champion"]["threshold_basis"]["val_unknown_speakers"] = 4
     selection["champion"]["threshold_basis"]["far_confidence"] = None
     plain = " ".join(summary.render(selection, report, {}, example="a.flac").split())
-    assert "(fpr rule: at most 5% of the 40 val-unknown probes accepted, from 4 speakers)" in plain
+    assert "(fpr rule: at most 5% of the 40 val-unknown probes accepted, from 4 speakers; a rough target: only 4 strangers" in plain
     selection["champion"]["threshold_rule"] = "eer"
     assert "(eer rule, fitted on val)" in summary.render(selection, report, {}, example="a.flac")
 

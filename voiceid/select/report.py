@@ -122,22 +122,31 @@ def _embedding_model(e: Candidate, params: SelectParams) -> dict[str, Any]:
     return out
 
 
+# Fewer val-unknown speakers than this make the fpr rule's FAR a rough one, and the summary says so.
+# Simulated (tests/test_thresholds.py's set-up): with 10 speakers the confidence-0.8 threshold met
+# a 5% target for new strangers in most draws; with 2 it let in 15.5% on average.
+FEW_STRANGERS = 10
+
+
 def threshold_basis(rule: str, champ: Mapping[str, Any]) -> str:
     """What the champion's threshold stands on, in words.
 
     ``champ`` is the summary's ``champion``.  For the fpr rule: its FAR target and how many
-    strangers set it (a target set from three strangers is a rough one).
+    strangers set it; fewer than :data:`FEW_STRANGERS` are called out (a target set from three
+    strangers is a rough one).
     """
     b = champ.get("threshold_basis") or {}
     if rule != "fpr" or not b:
         return f"{rule} rule, fitted on val"
     target, k = float(b["target_fpr"]), int(b["val_unknown_speakers"])
+    rough = f"; a rough target: only {k} strangers, new ones may be accepted far more often" if k < FEW_STRANGERS else ""
     if b.get("far_confidence") is None:
         n = int(b["val_unknown_probes"])
-        return f"fpr rule: at most {target:.0%} of the {n} val-unknown probes accepted, from {k} speakers"
+        return f"fpr rule: at most {target:.0%} of the {n} val-unknown probes accepted, from {k} speakers{rough}"
     c = float(b["far_confidence"])
     return (
-        f"fpr rule on val: aims to accept at most {target:.0%} of new strangers, confidence {c:g}, from {k} val-unknown speakers"
+        f"fpr rule on val: aims to accept at most {target:.0%} of new strangers, confidence {c:g}, "
+        f"from {k} val-unknown speakers{rough}"
     )
 
 
