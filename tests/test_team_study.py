@@ -91,6 +91,21 @@ def test_one_final_per_round_and_reruns_open_a_new_round(tmp_path: Path) -> None
     assert studies.finalise_once(_open(tmp_path), rerun, refit) == (True, "run-2")
 
 
+def test_a_worker_arriving_while_the_final_refit_runs_joins_that_round_and_adopts_its_run(tmp_path: Path) -> None:
+    """Two workers over several studies: the one that refits study A reaches study B first; the other must not refit B again."""
+    import time
+
+    study = _open(tmp_path)
+    first = studies.join(study)
+    study.set_user_attr(first.final_key, {"worker": first.worker, "beat": time.time()})  # refitting right now
+    late = studies.join(_open(tmp_path))
+    assert late.round == first.round
+    study.set_user_attr(first.final_key, {"worker": first.worker, "run_id": "run-1"})
+    assert studies.finalise_once(_open(tmp_path), late, lambda: "a second refit") == (False, "run-1")
+    rerun = studies.join(_open(tmp_path))  # the round is over: a rerun opens the next one
+    assert rerun.round == first.round + 1
+
+
 def test_a_killed_workers_final_refit_is_taken_over_after_the_grace(tmp_path: Path) -> None:
     """A claim nobody re-stamps (its worker died mid-refit) does not hold the others for wait_s."""
     import time

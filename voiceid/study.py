@@ -12,7 +12,8 @@ takes to number trials; SQLite: its write lock). The keys, all under ``voiceid/`
 * ``voiceid/trial/<n>``: the worker that logs trial ``n`` to MLflow, so each trial is
   logged once even when a worker logs what a crashed one left unlogged;
 * ``voiceid/round/<g>/worker/<k>``: the workers of round ``g`` (a round is every session
-  that starts before its final refit is claimed; a rerun after it starts round ``g + 1``);
+  that starts before its final run is logged, so a worker that arrives while another one
+  refits adopts that run; a rerun after it is logged, or after it failed, starts round ``g + 1``);
   slot ``k`` salts the worker's sampler seed so workers do not propose the same points;
 * ``voiceid/round/<g>/final``: the one worker that refits and logs the round's final run
   (``{"worker", "beat"}`` while it refits, re-stamped every ``FINAL_BEAT_S``; then
@@ -183,7 +184,10 @@ def join(study: optuna.Study) -> Session:
     """Register this worker in the study's current round; the slot is 0 for the first worker."""
     attrs = study.user_attrs
     rnd = 0
-    while f"{ATTR}/round/{rnd}/final" in attrs:
+    # A round stays open until its final run is logged: a worker that finished its share of a
+    # study and refits it may start the next study before its partner gets there, and that
+    # partner must join the refit in progress, not start a second one.
+    while _settled(attrs.get(f"{ATTR}/round/{rnd}/final")):
         rnd += 1
     me = worker_id()
     slot = 0
@@ -192,6 +196,11 @@ def join(study: optuna.Study) -> Session:
         if won or holder == me:
             return Session(me, rnd, slot)
         slot += 1
+
+
+def _settled(claim: Any) -> bool:
+    """A final-refit claim whose run is logged (or whose refit failed): its round is over."""
+    return isinstance(claim, dict) and ("run_id" in claim or "error" in claim)
 
 
 def study_run_id(study: optuna.Study, create: Callable[[], str], exists: Callable[[str], bool]) -> str:
@@ -235,7 +244,7 @@ def finalise_once(
                 f"study {study.study_name}: worker {claim.get('worker')} claimed the final refit {wait_s:.0f} s ago "
                 f"and has not logged it; rerun the stage (a new round refits)"
             )
-        time.sleep(min(1.0, grace_s / 4))
+        time.sleep(min(0.25, grace_s / 4))  # a short poll: the waiter moves on to the next study soon after
         claim = study.user_attrs.get(key, claim)
         if _abandoned(claim, grace_s):
             log.warning(
