@@ -194,6 +194,17 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
         f"champion {result.champion.family}: {params.threshold_rule} threshold {result.champion.threshold(params.threshold_rule):.4f}, "
         f"test FAR {ci(t['far'])} FRR {ci(t['frr'])}; skipped {result.skipped or 'none'}"
     )
+    e = result.embedding
+    if e is not None:  # what `voiceid enroll` would use (voiceid.select.later)
+        later = {k: round(v, 3) for k, v in e.calibration.get("losses", {}).get("later_eer", {}).items()}
+        print(
+            f"enrollment store: {e.family} through {e.for_enrolling.calibration.get('backend')} "
+            + (
+                f"(later-speaker val EER by back-end: {later})"
+                if later
+                else "(too few val-unknown speakers to measure later speakers)"
+            )
+        )
 
 
 def _scoring(calibration: dict) -> str:
