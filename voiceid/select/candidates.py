@@ -136,10 +136,10 @@ class Candidate:
     val: Probes
     thresholds: dict[str, Any]  # rule -> fitted threshold estimator
     val_report: dict[str, float]
-    # embedding systems: the identification EER of val-unknown speakers enrolled as later speakers
-    # are (voiceid.select.later), and the back-end variant with the lowest one, calibrated and
-    # thresholded like this candidate (this candidate itself when it is the same variant); None when
-    # the val-unknown speakers are too few to tell
+    # embedding systems only: how well the val-unknown speakers are identified once enrolled as
+    # later speakers (identification EER, voiceid.select.later), and the back-end variant with the
+    # lowest such EER, calibrated and thresholded like this candidate (this candidate itself when it
+    # is the same variant); both None when the val-unknown speakers are too few to tell
     later_eer: float | None = None
     store: Candidate | None = None
 
