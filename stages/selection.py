@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from voiceid.select.params import SelectParams
     from voiceid.select.protocol import make_champion, select
     from voiceid.select.register import register_champion
-    from voiceid.select.report import FEW_STRANGERS, for_json, metrics_view, plot_tables, summary, threshold_basis
+    from voiceid.select.report import few_strangers_warning, for_json, metrics_view, plot_tables, summary
     from voiceid.select.sources import find_sources, load_sources
 
     start = time.perf_counter()
@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     for family, reason in result.skipped.items():
         print(f"select: skipping {family}: {reason}", file=sys.stderr)
     report = summary(result, params, skipped)
-    if params.threshold_rule == "fpr" and report["champion"]["threshold_basis"]["val_unknown_speakers"] < FEW_STRANGERS:
-        print(f"select: warning: the threshold stands on {threshold_basis('fpr', report['champion'])}", file=sys.stderr)
+    warning = few_strangers_warning(params.threshold_rule, report["champion"])
+    if warning:
+        print(f"select: warning: {warning}", file=sys.stderr)
     champion = make_champion(result, params, features)
     registry = register_champion(champion, params, report, {"data_hash": data_hash, "git_commit": tracking.git_commit()})
     report["champion"].update(

@@ -87,9 +87,13 @@ def test_summary_of_hand_made_selection_fits_and_marks_skipped() -> None:
     assert "decides at threshold 0.612 (fpr rule on val: aims to accept at most 5% of new strangers, confidence 0.8, " \
            "from 4 val-unknown speakers; a rough target: only 4 strangers, new ones may be accepted far more " \
            "often)" in said
+    from voiceid.select.report import few_strangers_warning
+
+    assert "only 4 strangers" in (few_strangers_warning("fpr", selection["champion"]) or "")  # the select stage prints it
     selection["champion"]["threshold_basis"]["val_unknown_speakers"] = 10  # enough: no warning
     enough = " ".join(summary.render(selection, report, {}, example="a.flac").split())
     assert "from 10 val-unknown speakers)" in enough and "rough" not in enough
+    assert few_strangers_warning("fpr", selection["champion"]) is None
     selection["champion"]["threshold_basis"]["val_unknown_speakers"] = 4
     selection["champion"]["threshold_basis"]["far_confidence"] = None
     plain = " ".join(summary.render(selection, report, {}, example="a.flac").split())

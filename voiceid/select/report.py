@@ -150,6 +150,14 @@ def threshold_basis(rule: str, champ: Mapping[str, Any]) -> str:
     )
 
 
+def few_strangers_warning(rule: str, champ: Mapping[str, Any]) -> str | None:
+    """What the select stage warns when fewer than :data:`FEW_STRANGERS` val-unknown speakers set the fpr threshold."""
+    b = champ.get("threshold_basis") or {}
+    if rule != "fpr" or not b or int(b["val_unknown_speakers"]) >= FEW_STRANGERS:
+        return None
+    return f"the threshold stands on {threshold_basis(rule, champ)}"
+
+
 def for_json(report: Mapping[str, Any]) -> dict[str, Any]:
     """The full summary with the champion's intervals flattened: reports/selection.json."""
     out = dict(report)
