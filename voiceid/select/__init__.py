@@ -2,7 +2,8 @@
 
 Modules: ``params`` (the ``select`` section), ``calibration`` (classifier probability
 calibration), ``thresholds`` (open-set threshold rules), ``candidates`` (building and scoring
-a candidate), ``protocol`` (choose the champion), ``sources`` (final runs from MLflow),
+a candidate), ``later`` (how an embedding system serves speakers enrolled later: the store's
+back-end), ``protocol`` (choose the champion), ``sources`` (final runs from MLflow),
 ``register`` (the champion as a registered pyfunc model), ``report`` (report and plot tables).
 
 May import: ``voiceid.scoring``, ``voiceid.serve`` (the champion it builds), ``voiceid.features``,
