@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             f"select: {c.family:10s} val {metric} {c.val_report[metric]:.3f} | test acc "
             f"{t['accuracy']['value']:.3f} DIR@FAR1% {t['dir_far_1']['value']:.3f} EER {t['eer']['value']:.3f}"
         )
+    store = report["embedding_model"]
+    if store:  # what `voiceid enroll` embeds with, and why that back-end (voiceid.select.later)
+        print(f"select: enrollment store: {store['family']} through {store['backend']} ({store['chosen_by']})")
     print(
         f"select: champion {champion.family} ({params.threshold_rule} threshold {champion.threshold:.4f}): test FAR "
         f"{test['far']['value']:.3f} FRR {test['frr']['value']:.3f}; registered {registry['registered_uri']} "

@@ -220,7 +220,9 @@ def test_find_sources_best_val_run_of_this_data(store: str, tmp_path: Path) -> N
     assert loaded[1][1] is None
 
 
-def test_stage_writes_metrics_plots_and_registers_champion(store: str, tmp_path: Path) -> None:
+def test_stage_writes_metrics_plots_and_registers_champion(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from voiceid import tracking
     from voiceid.features.tables import write_feature_table
 
@@ -245,7 +247,11 @@ def test_stage_writes_metrics_plots_and_registers_champion(store: str, tmp_path:
     rc = main(["--params", "params.yaml", "--features-dir", "features", "--manifest", str(manifest), "--runs-dir", "models",
                "--metrics", "metrics/selection.json", "--report", "reports/selection.json", "--plots-dir", "plots/select"])
     assert rc == 0
+    out = capsys.readouterr().out
     full = json.loads((tmp_path / "reports" / "selection.json").read_text())
+    store = full["embedding_model"]
+    assert store["chosen_by"].startswith("later_eer") and store["later_eer"] == full["candidates"]["cosine"]["later"]["eer"]
+    assert f"select: enrollment store: cosine through {store['backend']} ({store['chosen_by']})" in out
     assert full["candidates"]["logreg"]["calibration"]["method"] in ("isotonic", "sigmoid")
     assert set(full["candidates"]["logreg"]["test_by_rule"]) == {"fbeta", "fpr", "eer"}
     report = json.loads((tmp_path / "metrics" / "selection.json").read_text())
