@@ -115,7 +115,7 @@ def _embedding_model(e: Candidate, params: SelectParams) -> dict[str, Any]:
         "threshold": _r(store.threshold(params.threshold_rule)),
     }
     if e.later_eer is None:
-        out["chosen_by"] = "val champion metric (too few val-unknown speakers with two clips to enroll them as later speakers)"
+        out["chosen_by"] = "val champion metric: too few val-unknown speakers with two clips to enroll them as later speakers"
     else:
         out["chosen_by"] = f"later_eer: identification EER of val-unknown speakers enrolled from {params.enroll_files} clips"
         out["later_eer"] = _r(e.later_eer)
