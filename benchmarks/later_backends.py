@@ -135,7 +135,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{system:8s} chosen by {by:9s}: {counts}; new EER {new_eer:.3f}, new DIR@5% {new_dir:.3f}")
         best = np.mean([min(r[(system, v)]["new_eer"] for v in VARIANTS) for r in runs])
         print(f"{system:8s} best variant per draw in hindsight: new EER {best:.3f}")
+    print("\nsystem and variant together (the store's embedding model):")
+    for rule, picked in _store_rules(runs).items():
+        new_eer = np.mean([r[k]["new_eer"] for r, k in zip(runs, picked, strict=True)])
+        new_dir = np.mean([r[k]["new_dir"] for r, k in zip(runs, picked, strict=True)])
+        print(f"  {rule:52s} new EER {new_eer:.3f}, new DIR@5% {new_dir:.3f}")
+    best = np.mean([min(v["new_eer"] for v in r.values()) for r in runs])
+    print(f"  {'best per draw in hindsight':52s} new EER {best:.3f}")
     return 0
+
+
+def _store_rules(runs: list[dict[tuple[str, str], dict[str, float]]]) -> dict[str, list[tuple[str, str]]]:
+    """Per draw, the (system, variant) each rule gives the store."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for r in runs:
+        # what select does: the system with the best val figure, then its variant by the later EER
+        system = min(SYSTEMS, key=lambda s, r=r: min(r[(s, v)]["val_eer"] for v in VARIANTS))
+        picks = {
+            "system by val EER, variant by later EER (select)": min(
+                ((system, v) for v in VARIANTS), key=lambda k, r=r: r[k]["later_eer"]
+            ),
+            "both by later EER": min(r, key=lambda k, r=r: r[k]["later_eer"]),
+            "both by val EER (before this change)": min(r, key=lambda k, r=r: r[k]["val_eer"]),
+        }
+        for rule, k in picks.items():
+            out.setdefault(rule, []).append(k)
+    return out
 
 
 if __name__ == "__main__":
