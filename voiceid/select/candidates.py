@@ -137,9 +137,9 @@ class Candidate:
     thresholds: dict[str, Any]  # rule -> fitted threshold estimator
     val_report: dict[str, float]
     # embedding systems only: how well the val-unknown speakers are identified once enrolled as
-    # later speakers (identification EER, voiceid.select.later), and the back-end variant with the
-    # lowest such EER, calibrated and thresholded like this candidate (this candidate itself when it
-    # is the same variant); both None when the val-unknown speakers are too few to tell
+    # later speakers (identification EER, voiceid.select.later; None when they are too few to tell),
+    # and the back-end variant with the lowest such EER, calibrated and thresholded like this
+    # candidate, when it is another variant than this candidate's (see for_enrolling)
     later_eer: float | None = None
     store: Candidate | None = None
 
@@ -185,19 +185,17 @@ def build_candidate(source: Source, model: Any, bank: FeatureBank, params: Selec
     candidate = _thresholded(source, scorer, calibration, val, params)
     if later is not None:
         candidate.later_eer = later.eer
-        if later.scorer is scorer:
-            candidate.store = candidate
-        else:
+        if later.scorer is not scorer:
             a, b = later.scorer.calibrator.a_, later.scorer.calibrator.b_
             store_calibration = {**calibration, "a": a, "b": b, "backend": later.variant}
             candidate.store = _thresholded(source, later.scorer, store_calibration, later.val, params)
-            candidate.store.later_eer = later.eer
     return candidate
 
 
 def _thresholded(
     source: Source, scorer: ClassifierScorer | EmbeddingScorer, calibration: dict[str, Any], val: Probes, params: SelectParams
 ) -> Candidate:
+    """A candidate of ``scorer`` with every threshold rule fitted on its ``val`` probes, and its val report."""
     thresholds = val_thresholds(val, params)
     val_report = openset.report(val, float(thresholds[params.threshold_rule].threshold_), p_target=params.p_target)
     return Candidate(source, scorer, calibration, val, thresholds, val_report)
@@ -342,9 +340,7 @@ def build_fusion(
         "detect_weights": [round(float(x), 6) for x in scorer.detect],
         "of": f"{classifier.family}+{embedding.family}",
     }
-    thresholds = val_thresholds(val, params)
-    val_report = openset.report(val, float(thresholds[params.threshold_rule].threshold_), p_target=params.p_target)
-    return Candidate(source, scorer, calibration, val, thresholds, val_report)  # type: ignore[arg-type]
+    return _thresholded(source, scorer, calibration, val, params)  # type: ignore[arg-type]
 
 
 def _best_embedding_variant(

@@ -139,7 +139,7 @@ def threshold_basis(rule: str, champ: Mapping[str, Any]) -> str:
     if rule != "fpr" or not b:
         return f"{rule} rule, fitted on val"
     target, k = float(b["target_fpr"]), int(b["val_unknown_speakers"])
-    rough = f"; a rough target: only {k} strangers, new ones may be accepted far more often" if k < FEW_STRANGERS else ""
+    rough = f"; a rough target: only {k} strangers, new ones may be accepted far more often" if _few(rule, champ) else ""
     if b.get("far_confidence") is None:
         n = int(b["val_unknown_probes"])
         return f"fpr rule: at most {target:.0%} of the {n} val-unknown probes accepted, from {k} speakers{rough}"
@@ -152,10 +152,13 @@ def threshold_basis(rule: str, champ: Mapping[str, Any]) -> str:
 
 def few_strangers_warning(rule: str, champ: Mapping[str, Any]) -> str | None:
     """What the select stage warns when fewer than :data:`FEW_STRANGERS` val-unknown speakers set the fpr threshold."""
+    return f"the threshold stands on {threshold_basis(rule, champ)}" if _few(rule, champ) else None
+
+
+def _few(rule: str, champ: Mapping[str, Any]) -> bool:
+    """Whether fewer than :data:`FEW_STRANGERS` val-unknown speakers set the champion's fpr threshold."""
     b = champ.get("threshold_basis") or {}
-    if rule != "fpr" or not b or int(b["val_unknown_speakers"]) >= FEW_STRANGERS:
-        return None
-    return f"the threshold stands on {threshold_basis(rule, champ)}"
+    return rule == "fpr" and bool(b) and int(b["val_unknown_speakers"]) < FEW_STRANGERS
 
 
 def for_json(report: Mapping[str, Any]) -> dict[str, Any]:
