@@ -117,6 +117,19 @@ def draw(
     return out
 
 
+def add_draw_args(parser: argparse.ArgumentParser, seeds: list[int]) -> None:
+    """``--seeds``, ``--n-strangers`` and the work dir whose feature tables the scores-only benchmarks share."""
+    parser.add_argument("--seeds", type=int, nargs="*", default=seeds, help="one held-out draw per seed")
+    parser.add_argument("--n-strangers", type=int, default=8)
+    add_work_dir(parser, "enroll_ceiling")  # gallery_far.py and later_backends.py read the same tables
+
+
+def open_features(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, Prepared] | None:
+    """:func:`featurise_all` in the ``--work-dir`` of :func:`add_draw_args`; None when it cannot be opened."""
+    work = open_work_dir(args)
+    return None if work is None else featurise_all(work)
+
+
 def featurise_all(work: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, Prepared]:
     """Every az_digits clip as ``mfcc60`` and ``dvector`` rows (roles are assigned per draw): meta, tables, speakers."""
     from voiceid.data.prepare import PrepareParams
@@ -148,16 +161,14 @@ def featurise_all(work: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.n
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44])
+    add_draw_args(parser, [42, 43, 44])
     parser.add_argument("--n-new", type=int, nargs="*", default=[5, 10, 20])
-    parser.add_argument("--n-strangers", type=int, default=8)
     parser.add_argument("--no-adapt", dest="adapt", action="store_false", help="skip fine-tuning: no dvector_ft / joint_ft")
-    add_work_dir(parser, "enroll_ceiling")
     args = parser.parse_args(argv)
-    work = open_work_dir(args)
-    if work is None:
+    features = open_features(args)
+    if features is None:
         return 2
-    meta, X, spk, ws = featurise_all(work)
+    meta, X, spk, ws = features
     paths = ws.manifest.set_index(ws.manifest["utt_id"].astype(str))["path"].astype(str).loc[meta["utt_id"].astype(str)].tolist()
     tune = (lambda fit: adapted(meta, paths, fit, ws.fparams)) if args.adapt else None
 

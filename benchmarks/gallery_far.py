@@ -34,9 +34,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _azdigits import add_work_dir, open_work_dir
 from enroll_az_digits import held_out
-from enroll_ceiling import SYSTEMS, embed, featurise_all
+from enroll_ceiling import SYSTEMS, add_draw_args, embed, open_features
 
 TARGET = 0.05  # select.target_fpr of params.yaml
 
@@ -95,16 +94,14 @@ def draw(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="*", default=list(range(42, 50)))
+    add_draw_args(parser, list(range(42, 50)))  # the same feature tables as enroll_ceiling.py
     parser.add_argument("--n-new", type=int, nargs="*", default=[5, 10, 20])
-    parser.add_argument("--n-strangers", type=int, default=8)
     parser.add_argument("--far-confidence", type=float, default=0.8, help="the @c rules' select.far_confidence")
-    add_work_dir(parser, "enroll_ceiling")  # the same feature tables as enroll_ceiling.py
     args = parser.parse_args(argv)
-    work = open_work_dir(args)
-    if work is None:
+    features = open_features(args)
+    if features is None:
         return 2
-    _, X, spk, _ = featurise_all(work)
+    _, X, spk, _ = features
     sizes = sorted(args.n_new)
     runs = [draw(seed, sizes, args.n_strangers, X, spk, args.far_confidence) for seed in args.seeds]
     print(

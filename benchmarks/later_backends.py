@@ -40,9 +40,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _azdigits import add_work_dir, open_work_dir
 from enroll_az_digits import held_out
-from enroll_ceiling import SYSTEMS, embed, featurise_all
+from enroll_ceiling import SYSTEMS, add_draw_args, embed, open_features
 
 VARIANTS = {"plain": (None, False), "wccn": (None, True), "lda+wccn": (64, True)}
 N_NEW, ENROLL_FILES, FAR = 20, 5, 0.05
@@ -107,14 +106,12 @@ def draw(seed: int, n_strangers: int, X: dict[str, np.ndarray], spk: np.ndarray)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="*", default=list(range(42, 50)))
-    parser.add_argument("--n-strangers", type=int, default=8)
-    add_work_dir(parser, "enroll_ceiling")  # the same feature tables as enroll_ceiling.py
+    add_draw_args(parser, list(range(42, 50)))  # the same feature tables as enroll_ceiling.py
     args = parser.parse_args(argv)
-    work = open_work_dir(args)
-    if work is None:
+    features = open_features(args)
+    if features is None:
         return 2
-    _, X, spk, _ = featurise_all(work)
+    _, X, spk, _ = features
     runs = [draw(seed, args.n_strangers, X, spk) for seed in args.seeds]
     figures = ("val_eer", "later_eer", "new_eer", "new_dir")
     print(
