@@ -10,9 +10,17 @@ On ../shared/data/az_digits (59 speakers x 20 spoken digits, ~1 s each), seeded:
   speaker from 5 of their files and identifies their other 15 files, the strangers' 20
   files each, and the model's own enrolled speakers' test files, with and without the store.
 
+``--corpus librispeech`` runs the same protocol on ../shared/data/librispeech_excerpts (natural
+read speech, 6 s clips): only its 13 speakers with 10-12 utterances can be enrolled, so 5 of them
+are the new speakers (``--n-new 5``) and the pipeline enrolls the other 8; the strangers
+(``--n-strangers``, default 100) are taken from its 248 one-utterance speakers first, and the rest
+of those are the pipeline's unknown speakers. It shows what the store does where the encoder
+hears more than one spoken digit.
+
 Usage:
     .venv/bin/python benchmarks/enroll_az_digits.py [--families svc logreg] [--n-trials 4] [--ecapa] [--no-adapt]
                                                     [--seeds 42 43 44] [--background 0.25] [--work-dir DIR]
+                                                    [--corpus az_digits|librispeech]
 
 Prints the accuracy on the new speakers' remaining files, how many were called unknown, the
 share of strangers' files called unknown, and the cost the store has on the model's own speakers,
@@ -35,7 +43,9 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,11 +66,66 @@ from _azdigits import (
 MODEL_NAME = "voiceid-enroll-az"
 
 
-def held_out(seed: int, n_new: int, n_strangers: int) -> tuple[list[str], list[str], list[str]]:
-    """(pipeline speakers, new speakers, strangers), disjoint, from a seeded permutation."""
-    speakers = sorted(p.name for p in DATA.iterdir() if p.is_dir())
-    order = [str(x) for x in np.random.default_rng(seed).permutation(speakers)]
-    return sorted(order[n_new + n_strangers :]), sorted(order[:n_new]), sorted(order[n_new : n_new + n_strangers])
+@dataclass(frozen=True)
+class Corpus:
+    """A speaker-per-folder corpus and how the pipeline prepares it (PrepareParams fields)."""
+
+    data: Path
+    n_strangers: int  # default --n-strangers
+    prepare: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def min_utts(self) -> int:
+        return int(self.prepare["min_utts"])
+
+    def clips(self, speaker: str) -> list[Path]:
+        return sorted((self.data / speaker).glob("*.wav"))
+
+    def speakers(self) -> dict[str, int]:
+        """Every speaker and their number of clips."""
+        return {p.name: len(self.clips(p.name)) for p in sorted(self.data.iterdir()) if p.is_dir()}
+
+
+CORPORA = {
+    "az_digits": Corpus(
+        DATA,
+        8,
+        dict(min_utts=13, utts_per_speaker=20, train_per_speaker=8, val_per_speaker=4, unknown_utts_per_speaker=10),
+    ),
+    # openset_compare.py's LibriSpeech plan: 5 train / 2 val / 3+ test clips, sessions never split
+    "librispeech": Corpus(
+        REPO.parent / "shared" / "data" / "librispeech_excerpts",
+        100,
+        dict(
+            min_utts=10,
+            utts_per_speaker=10,
+            train_per_speaker=5,
+            val_per_speaker=2,
+            unknown_utts_per_speaker=1,
+            group_pattern=r"^[^-]+-([^-]+)-",
+        ),
+    ),
+}
+
+
+def held_out(
+    seed: int, n_new: int, n_strangers: int, corpus: Corpus = CORPORA["az_digits"]
+) -> tuple[list[str], list[str], list[str]]:
+    """(pipeline speakers, new speakers, strangers), disjoint, from a seeded permutation.
+
+    New speakers are the first ``n_new`` the pipeline could have enrolled (``min_utts`` clips);
+    strangers the next ``n_strangers``, those it could not enroll first, so a corpus with few
+    enrollable speakers keeps them for the pipeline. On az_digits (every speaker has 20 clips)
+    this is the plain permutation: new, then strangers, then the pipeline's speakers.
+    """
+    counts = corpus.speakers()
+    order = [str(x) for x in np.random.default_rng(seed).permutation(sorted(counts))]
+    new = [s for s in order if counts[s] >= corpus.min_utts][:n_new]
+    if len(new) < n_new:
+        raise SystemExit(f"{corpus.data.name}: only {len(new)} speakers have {corpus.min_utts} clips, {n_new} asked")
+    rest = [s for s in order if s not in new]
+    strangers = sorted(rest, key=lambda s: counts[s] >= corpus.min_utts)[:n_strangers]  # stable: permutation order
+    return sorted(set(rest) - set(strangers)), sorted(new), sorted(strangers)
 
 
 def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) -> pd.DataFrame:
@@ -80,24 +145,23 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
     from voiceid.select.sources import find_sources, load_sources
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rows = [(str(f), s) for s in speakers for f in sorted((DATA / s).glob("*.wav"))]
+    corpus = CORPORA[args.corpus]
+    rows = [(str(f), s) for s in speakers for f in corpus.clips(s)]
     pd.DataFrame(rows, columns=["path", "speaker"]).to_csv(work / "pipeline_files.csv", index=False)
     # --background: a share of the pipeline's speakers is background (prepare.n_background, as the default
     # params.yaml has): the scoring back-end's training speakers and the AS-norm cohort, never probes
     n_background = round(len(speakers) * args.background)
-    n_enrolled = round((len(speakers) - n_background) * 2 / 3)
+    roles: dict[str, int | None] = {"n_enrolled": None, "n_unknown": None}  # every enrollable speaker, the rest unknown
+    if all(n >= corpus.min_utts for n in Counter(s for _, s in rows).values()):  # az_digits: 2/3 enrolled
+        n_enrolled = round((len(speakers) - n_background) * 2 / 3)
+        roles = {"n_enrolled": n_enrolled, "n_unknown": len(speakers) - n_background - n_enrolled}
     ws = prepare_and_featurise(
         work,
         PrepareParams(
             adapter="csv",
             source=str(work / "pipeline_files.csv"),
-            min_utts=13,
-            utts_per_speaker=20,
-            train_per_speaker=8,
-            val_per_speaker=4,
-            n_enrolled=n_enrolled,
-            n_unknown=len(speakers) - n_background - n_enrolled,
-            unknown_utts_per_speaker=10,
+            **corpus.prepare,
+            **roles,
             n_background=n_background,
             order="random",
             seed=args.seed,
@@ -116,7 +180,7 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
 
     grid = dataclasses.replace(
         load_section(GridParams, "grid", REPO / "params.yaml"),
-        dataset_name="az_digits_enroll",
+        dataset_name=f"{args.corpus}_enroll",
         feature_sets=("mfcc60",),
         families=tuple(args.families),
         n_trials=args.n_trials,
@@ -139,7 +203,9 @@ def train_champion(work: Path, speakers: list[str], args: argparse.Namespace) ->
         from voiceid.features.tables import read_logmel
 
         ecapa = load_section(EcapaParams, "ecapa", REPO / "params.yaml")
-        ecapa = dataclasses.replace(ecapa, dataset_name="az_digits_enroll", search=dataclasses.replace(ecapa.search, n_trials=1))
+        ecapa = dataclasses.replace(
+            ecapa, dataset_name=f"{args.corpus}_enroll", search=dataclasses.replace(ecapa.search, n_trials=1)
+        )
         lm_meta, mats = read_logmel(work / "features" / "logmel.parquet")
         r = run_ecapa(split_logmel(lm_meta, mats), ecapa, tags, work / "checkpoints")
         record_run(work, "ecapa", "logmel", r.summary())
@@ -211,7 +277,8 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[int, dict[
     new speakers ``voiceid enroll`` has added.
     """
     sizes = sorted(args.n_new)
-    pipeline, new_all, strangers = held_out(seed, sizes[-1], args.n_strangers)
+    corpus = CORPORA[args.corpus]
+    pipeline, new_all, strangers = held_out(seed, sizes[-1], args.n_strangers, corpus)
     print(
         f"\n== seed {seed}: held out (never seen by any stage): new {new_all}, strangers {strangers}; "
         f"pipeline: {len(pipeline)} speakers",
@@ -228,13 +295,13 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[int, dict[
     rng = np.random.default_rng(seed)
     enrolled_files, probes = {}, {}
     for s in new_all:
-        files = sorted(str(f) for f in (DATA / s).glob("*.wav"))
+        files = [str(f) for f in corpus.clips(s)]
         pick = set(rng.choice(len(files), args.enroll_files, replace=False).tolist())
         enrolled_files[s] = [f for i, f in enumerate(files) if i in pick]
         probes[s] = [f for i, f in enumerate(files) if i not in pick]
     own = manifest[(manifest["role"] == "enrolled") & (manifest["split"] == "test")]
     fixed = {
-        "strangers": [(str(f), "unknown") for s in strangers for f in sorted((DATA / s).glob("*.wav"))],
+        "strangers": [(str(f), "unknown") for s in strangers for f in corpus.clips(s)],
         "own": [(str(Path(p).resolve()), s) for p, s in zip(own["path"], own["speaker"])],
     }
     without_fixed = {g: identify([f for f, _ in v], common, "--no-store") for g, v in fixed.items()}
@@ -311,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         default=[3],
         help="gallery sizes: new speakers enrolled per draw, grown in steps (one training per draw)",
     )
-    parser.add_argument("--n-strangers", type=int, default=8)
+    parser.add_argument("--n-strangers", type=int, default=None, help="default: 8 (az_digits), 100 (librispeech)")
+    parser.add_argument("--corpus", default="az_digits", choices=sorted(CORPORA))
     add_far_confidence(parser)
     parser.add_argument("--enroll-files", type=int, default=5)
     parser.add_argument(
@@ -323,6 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44], help="one held-out draw per seed")
     add_work_dir(parser, "enroll_az_digits")
     args = parser.parse_args(argv)
+    corpus = CORPORA[args.corpus]
+    if args.n_strangers is None:
+        args.n_strangers = corpus.n_strangers
+    if not corpus.data.is_dir():
+        print(f"{args.corpus} not found at {corpus.data}", file=sys.stderr)
+        return 2
+    if args.corpus != "az_digits":  # its own MLflow store and caches; az_digits keeps the work dir's root
+        args.work_dir = str(Path(args.work_dir) / args.corpus)
     work = open_work_dir(args)
     if work is None:
         return 2
@@ -344,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     for n_new in sizes:
         t = total[n_new]
         print(
-            f"\naz_digits, {len(args.seeds)} held-out draws (seeds {args.seeds}), each: {n_new} new speakers enrolled "
+            f"\n{args.corpus}, {len(args.seeds)} held-out draws (seeds {args.seeds}), each: {n_new} new speakers enrolled "
             f"from {args.enroll_files} files, {args.n_strangers} strangers never enrolled; all never seen by the pipeline"
         )
         print(f"{'probes':10s} {'decision':24s} {'files':>6s} {'accuracy':>9s} {'unknown':>8s} {'new spk':>8s}")

@@ -8,9 +8,14 @@ rule of stage ``select``).  Then 5, 10 and 20 new speakers are enrolled from 5 c
 the test strangers' acceptance and the new speakers' identification rate are measured with
 
 * ``fixed``: the val threshold as it is;
-* ``gallery``: :func:`voiceid.scoring.verification.gallery_threshold` on the val strangers'
-  :class:`~voiceid.scoring.verification.StrangerScores` (what ``voiceid identify`` does with a store);
-* ``fixed@c`` / ``gallery@c``: the same from the val threshold of ``select.far_confidence`` c
+* ``like own``: :func:`voiceid.scoring.verification.gallery_threshold` on the val strangers'
+  :class:`~voiceid.scoring.verification.StrangerScores` (Fisher's z scale), every new speaker
+  assumed to draw strangers' scores like the own ones (``voiceid identify`` before 2026-12-03);
+* ``gallery``: per-speaker thresholds from the val strangers' measured level and spread against
+  each new speaker (:func:`voiceid.scoring.verification.gallery_thresholds`: what ``voiceid
+  identify`` does with a store, ``EmbeddingScorer.threshold_for``); a probe meets the threshold
+  of its closest speaker;
+* ``fixed@c`` / ``like own@c`` / ``gallery@c``: the same from the val threshold of ``select.far_confidence`` c
   (``--far-confidence``, default 0.8): the ``fpr`` rule refitted on smoothed bootstrap resamples
   of the val strangers' speakers (:class:`voiceid.select.thresholds.FprThreshold`), so the 5%
   should hold for *new* strangers, not only for the val ones.  The own speakers' clips 9-12 are
@@ -46,7 +51,7 @@ def draw(
     """{(system, n_new, rule): (strangers accepted, new speakers identified)} for one held-out draw."""
     from voiceid.scoring.backend import EmbeddingBackend
     from voiceid.scoring.cosine import cosine_matrix, l2_normalize
-    from voiceid.scoring.verification import StrangerScores, far_threshold, gallery_threshold
+    from voiceid.scoring.verification import StrangerScores, far_threshold, fisher_z, gallery_threshold, gallery_thresholds
     from voiceid.select.thresholds import FprThreshold
 
     pipeline, new_all, strangers = held_out(seed, max(sizes), n_strangers)
@@ -72,23 +77,35 @@ def draw(
             sure = FprThreshold(TARGET, confidence=confidence, seed=seed).fit(
                 np.r_[own_top, top], np.r_[np.ones(len(own_top)), np.zeros(len(top))], np.r_[spk[own_val], spk[val]]
             )
-            model = StrangerScores.fit(S_val)
+            model = StrangerScores.fit(S_val, fisher=True)
+            level = float(fisher_z(S_val).mean())
             for n_new in (0, *sizes):
                 names = np.array(own + new_all[:n_new])
                 C = np.stack([centroid[s] for s in names])
-                accepted_top = cosine_matrix(T[test], C).max(axis=1)
+                S_test = cosine_matrix(T[test], C)
                 probes = np.concatenate([rows[s][5:] for s in new_all[:n_new]]) if n_new else np.zeros(0, dtype=int)
                 S_new = cosine_matrix(T[probes], C)
                 right = names[S_new.argmax(axis=1)] == spk[probes] if n_new else np.zeros(0, dtype=bool)
+                z = fisher_z(cosine_matrix(T[val], C[len(own) :]))  # the val strangers against each new speaker
+                offsets, spreads = z.mean(axis=0) - level, z.std(axis=0, ddof=1)
+
+                per_speaker = {}
+                for name, t in (("gallery", base), ("gallery@c", sure.threshold_)):
+                    own_t, new_t = gallery_thresholds(t, model, len(own), len(own), offsets, spreads)
+                    per_speaker[name] = np.r_[np.full(len(own), own_t), new_t]
                 rules = {
                     "fixed": base,
-                    "gallery": gallery_threshold(base, model, len(own), len(names)),
+                    "like own": gallery_threshold(base, model, len(own), len(names)),
+                    "gallery": per_speaker["gallery"],
                     "fixed@c": sure.threshold_,
-                    "gallery@c": gallery_threshold(sure.threshold_, model, len(own), len(names)),
+                    "like own@c": gallery_threshold(sure.threshold_, model, len(own), len(names)),
+                    "gallery@c": per_speaker["gallery@c"],
                 }
                 for rule, t in rules.items():
-                    ident = float((right & (S_new.max(axis=1) >= t)).mean()) if n_new else float("nan")
-                    out[(f"{system}/{backend}", n_new, rule)] = (float((accepted_top >= t).mean()), ident)
+                    thr = np.broadcast_to(t, (len(names),))  # each probe meets its top speaker's threshold
+                    passed = S_test.max(axis=1) >= thr[S_test.argmax(axis=1)]
+                    ident = float((right & (S_new.max(axis=1) >= thr[S_new.argmax(axis=1)])).mean()) if n_new else float("nan")
+                    out[(f"{system}/{backend}", n_new, rule)] = (float(passed.mean()), ident)
     return out
 
 
@@ -111,19 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     cols = (0, *sizes)
     print(
-        f"{'system':14s} {'rule':9s} "
+        f"{'system':14s} {'rule':10s} "
         + " ".join(f"{f'+{n} accepted':>20s}" for n in cols)
         + "   identified at +"
         + str(sizes[-1])
     )
     for system in dict.fromkeys(k[0] for k in runs[0]):
-        for rule in ("fixed", "gallery", "fixed@c", "gallery@c"):
+        for rule in ("fixed", "like own", "gallery", "fixed@c", "like own@c", "gallery@c"):
             cells = []
             for n in cols:
                 far = np.array([r[(system, n, rule)][0] for r in runs])
                 cells.append(f"{far.mean():6.1%} [{far.min():4.1%},{far.max():5.1%}]")
             ident = np.mean([r[(system, sizes[-1], rule)][1] for r in runs])
-            print(f"{system:14s} {rule:9s} " + " ".join(f"{c:>20s}" for c in cells) + f"   {ident:6.1%}")
+            print(f"{system:14s} {rule:10s} " + " ".join(f"{c:>20s}" for c in cells) + f"   {ident:6.1%}")
     return 0
 
 

@@ -202,7 +202,8 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
             + (
                 f"(later-speaker val EER by back-end: {later})"
                 if later
-                else "(too few val-unknown speakers to measure later speakers)"
+                else "(too few val-unknown speakers to measure later speakers; "
+                + ("the best val EER without LDA)" if e.store is not None else "the candidate's own back-end)")
             )
         )
 

@@ -15,7 +15,7 @@ from voiceid.scoring import openset
 from voiceid.scoring.centroids import Centroids, speaker_centroids
 from voiceid.select.params import SelectParams
 from voiceid.select.protocol import SelectionResult
-from voiceid.serve.champion import Champion
+from voiceid.serve.champion import Champion, EmbeddingScorer
 from voiceid.serve.gallery import load_gallery, save_gallery
 
 Built = tuple[AudioCorpus, SelectionResult, Champion]
@@ -77,8 +77,8 @@ def test_gallery_enrolls_a_new_speaker_without_retraining(built: Built, tmp_path
     gallery_path = save_gallery(tmp_path / "g.npz", speaker_centroids(emb, ["newbie"] * 3), champion.embedding.embedder_id)
     gallery = load_gallery(gallery_path, champion.embedding.embedder_id)
     with_gallery = champion.identify(new[3], 16000, gallery=gallery)
-    n_own = len(champion.embedding.speakers)
-    assert with_gallery == ("newbie", with_gallery.score, champion.embedding.threshold_for(n_own + 1, champion.embedding_threshold), True)
+    thresholds = champion.embedding.threshold_for(gallery, champion.embedding_threshold)
+    assert with_gallery == ("newbie", with_gallery.score, thresholds["newbie"], True)  # the top speaker's threshold
     assert champion.identify(new[3], 16000).speaker != "newbie"
     framed = champion.predict_frame(pd.DataFrame({"waveform": [new[3].tolist()], "sample_rate": [16000]}), gallery_path)
     assert framed.loc[0, "speaker"] == "newbie"
@@ -88,19 +88,49 @@ def test_gallery_enrolls_a_new_speaker_without_retraining(built: Built, tmp_path
         champion.identify(new[3], 16000, gallery=Centroids(["x"], np.ones((1, 3))))
 
 
+def _like_own(scorer: EmbeddingScorer, n: int, seed: int = 0) -> Centroids | None:
+    """``n`` speakers enrolled later, voices near the own speakers' (each a perturbed own centroid)."""
+    if n == 0:
+        return None
+    own = scorer.centroids.vectors
+    rng = np.random.default_rng(seed)
+    return Centroids([f"later{i}" for i in range(n)], own[np.arange(n) % len(own)] + 0.5 * rng.normal(size=(n, own.shape[1])))
+
+
 def test_the_threshold_rises_with_the_gallery_from_the_val_threshold(built: Built) -> None:
     """At the model's own speakers it is the val threshold; each speaker enrolled later raises it (strangers' extra chances)."""
     _, _, champion = built
     scorer, base = champion.embedding, champion.embedding_threshold
     assert scorer.strangers is not None and len(scorer.strangers.mean) > 0  # fitted on the val strangers
-    n_own = len(scorer.speakers)
-    rising = [scorer.threshold_for(n, base) for n in (n_own, n_own + 1, n_own + 10, n_own + 100)]
+    assert scorer.stranger_emb is not None and len(scorer.stranger_emb) == len(scorer.strangers.mean)
+    own = scorer.speakers[0]
+    rising = [scorer.threshold_for(_like_own(scorer, n), base)[own] for n in (0, 1, 10, 100)]
     assert rising[0] == base and all(a < b for a, b in zip(rising, rising[1:])), rising
     scorer.strangers, kept = None, scorer.strangers  # a champion pickled before the rule: the val threshold
     try:
-        assert scorer.threshold_for(n_own + 100, base) == base
+        assert set(scorer.threshold_for(_like_own(scorer, 100), base).values()) == {base}
     finally:
         scorer.strangers = kept
+
+
+def test_a_gallery_speaker_the_strangers_score_high_against_gets_a_higher_threshold_of_its_own(built: Built) -> None:
+    """The strangers' level against each gallery speaker is measured: a speaker near them costs its own threshold.
+
+    Red when ``threshold_for`` assumes every gallery speaker is like the own ones (no offsets).
+    """
+    _, _, champion = built
+    scorer, base = champion.embedding, champion.embedding_threshold
+    assert scorer.stranger_emb is not None
+    centre = scorer.stranger_emb.mean(axis=0, keepdims=True)
+    both = Centroids(["near", "far"], np.vstack([centre, -centre]))  # where the val strangers are, and opposite
+    t = scorer.threshold_for(both, base)
+    own = [t[s] for s in scorer.speakers]
+    assert t["near"] > max(own) and t["near"] > t["far"] and len(set(own)) == 1  # the own speakers share one
+    scorer.stranger_emb, kept = None, scorer.stranger_emb  # pickled before it: gallery speakers like the own ones
+    try:
+        assert len(set(scorer.threshold_for(both, base).values())) == 1
+    finally:
+        scorer.stranger_emb = kept
 
 
 def test_pyfunc_from_the_registry_predicts_in_process(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,9 @@ from voiceid.serve.frontend import FrontEnd
 FEATURES = FeatureParams(sets=("mfcc60",))
 
 
-def narrow_bank(seed: int = 2, n_enrolled: int = 8, n_unknown: int = 12, dim: int = 32, k: int = 3) -> FeatureBank:
+def narrow_bank(
+    seed: int = 2, n_enrolled: int = 8, n_unknown: int = 12, dim: int = 32, k: int = 3, unknown_utts: int = 8
+) -> FeatureBank:
     """Enrolled voices differ along ``k`` directions only, every other voice along all of them.
 
     LDA fitted on the enrolled speakers keeps those few directions: it separates the enrolled
@@ -31,7 +33,7 @@ def narrow_bank(seed: int = 2, n_enrolled: int = 8, n_unknown: int = 12, dim: in
     rows = []
     for s in range(n_enrolled):
         rows += [(f"e{s}", "enrolled", split) for split, n in (("train", 5), ("val", 3), ("test", 3)) for _ in range(n)]
-    rows += [(f"u{u:02d}", "unknown", "val" if u < n_unknown else "test") for u in range(2 * n_unknown) for _ in range(8)]
+    rows += [(f"u{u:02d}", "unknown", "val" if u < n_unknown else "test") for u in range(2 * n_unknown) for _ in range(unknown_utts)]
     meta = pd.DataFrame(rows, columns=["speaker", "role", "split"])
     meta["utt_id"] = [f"{s}-{i}" for i, s in enumerate(meta["speaker"])]
     meta["content_hash"] = meta["utt_id"]
@@ -113,6 +115,27 @@ def test_the_store_serves_later_speakers_through_the_back_end_that_generalises_t
         return openset.identification_eer(trials)
 
     assert on_new_voices(champion.embedding) < on_new_voices(champion.primary) - 0.1  # type: ignore[arg-type]
+
+
+def test_unmeasured_the_store_avoids_lda_which_keeps_only_the_enrolled_speakers_directions() -> None:
+    """Single-clip val-unknown speakers cannot be enrolled as later speakers; LDA+WCCN still wins the val EER.
+
+    The store then takes the best val EER among the variants without LDA, and says so. Red
+    when the store falls back to the candidate's own (LDA) back-end.
+    """
+    from voiceid.select.report import summary
+
+    bank = narrow_bank(seed=3, n_unknown=30, unknown_utts=1)
+    params = SelectParams(families=("cosine",), n_bootstrap=0, backends=("plain", "wccn", "lda+wccn"), lda_dim=64)
+    result = select([(Source("cosine", "embedding", "mfcc60"), None)], bank, params, FEATURES)
+    cand = result.champion
+    val_eer = cand.calibration["losses"]["val_eer"]
+    assert cand.calibration["backend"] == "lda+wccn" and "later_eer" not in cand.calibration["losses"]
+    assert cand.later_eer is None and cand.store is not None
+    assert cand.store.calibration["backend"] == min(("plain", "wccn"), key=lambda v: val_eer[v])
+    assert make_champion(result, params, FEATURES).embedding is cand.store.scorer
+    store = summary(result, params, {})["embedding_model"]
+    assert store["backend"] == cand.store.calibration["backend"] and store["chosen_by"].startswith("the best val EER without LDA")
 
 
 def test_without_enrollable_val_unknown_speakers_the_store_is_the_candidate_itself() -> None:

@@ -199,6 +199,21 @@ def probit(rate: ArrayLike) -> NDArray[np.float64]:
     return np.asarray(norm.ppf(np.clip(np.asarray(rate, dtype=np.float64), DET_CLIP, 1 - DET_CLIP)), dtype=np.float64)
 
 
+COSINE_CLIP = 1e-6  # Fisher's z of a cosine of exactly +-1 would be infinite
+
+
+def fisher_z(cosines: ArrayLike) -> NDArray[np.float64]:
+    """``arctanh`` of cosine scores: the bounded [-1, 1] scale opened onto the real line.
+
+    A normal tail fitted to raw cosines puts mass above 1, where no score can be, so a threshold
+    chosen from it can pass 1 and accept no one; on Fisher's scale the tail ends where cosines do.
+
+    >>> [round(float(z), 3) for z in fisher_z([0.0, 0.5, 1.0])]
+    [0.0, 0.549, 7.254]
+    """
+    return np.asarray(np.arctanh(np.clip(np.asarray(cosines, dtype=np.float64), -1 + COSINE_CLIP, 1 - COSINE_CLIP)))
+
+
 class StrangerScores(NamedTuple):
     """Validation strangers' scores against the enrolled speakers: a normal per stranger.
 
@@ -207,40 +222,70 @@ class StrangerScores(NamedTuple):
     are modelled one by one rather than pooled.  With a few enrolled speakers a per-stranger sd
     is too noisy (its overestimates dominate the tail of a large gallery), so the sd is pooled
     over strangers, and each stranger's mean is shrunk toward the grand mean by the share of
-    its spread that is not sampling noise (empirical Bayes).
+    its spread that is not sampling noise (empirical Bayes).  With ``fisher`` (cosine scores)
+    the normals live on :func:`fisher_z`'s scale; thresholds go in and come out as cosines.
     """
 
     mean: NDArray[np.float64]  # (n_strangers,)
     sd: NDArray[np.float64]  # (n_strangers,)
+    fisher: bool = False  # champions pickled before it: raw scores
 
     @classmethod
-    def fit(cls, scores: ArrayLike) -> StrangerScores:
-        """From an (n_strangers, n_models) score matrix."""
+    def fit(cls, scores: ArrayLike, fisher: bool = False) -> StrangerScores:
+        """From an (n_strangers, n_models) score matrix; ``fisher``: the scores are cosines."""
         S = np.asarray(scores, dtype=np.float64)
         if S.ndim != 2 or S.shape[0] < 1 or S.shape[1] < 1 or S.size < 2:
             raise ValueError(f"need an (n_strangers, n_models) matrix of at least 2 scores, found shape {S.shape}")
+        S = fisher_z(S) if fisher else S
         n, m = S.shape
         within = float(S.var(axis=1, ddof=1).mean()) if m > 1 else float(S.var(ddof=1))
         means = S.mean(axis=1)
         between = float(means.var(ddof=1)) if n > 1 else 0.0
         keep = max(0.0, between - within / m) / between if between > 0 else 0.0
         grand = float(means.mean())
-        return cls(grand + keep * (means - grand), np.full(n, max(np.sqrt(within), 1e-6)))
+        return cls(grand + keep * (means - grand), np.full(n, max(np.sqrt(within), 1e-6)), fisher)
 
-    def accepted(self, threshold: float, n_models: int) -> float:
-        """Modelled share of strangers whose best of ``n_models`` scores reaches ``threshold``."""
-        below = norm.cdf((threshold - self.mean) / self.sd)  # P(one score < t), per stranger
-        return float(np.mean(1.0 - below**n_models))
+    def scale(self, scores: ArrayLike) -> NDArray[np.float64]:
+        """Scores on the scale the normals are fitted on (Fisher's z for cosines)."""
+        return fisher_z(scores) if self.fisher else np.asarray(scores, dtype=np.float64)
+
+    def accepted(self, threshold: float, n_models: int, offsets: ArrayLike = (), spreads: ArrayLike | None = None) -> float:
+        """Modelled share of strangers whose best score reaches ``threshold``.
+
+        Against ``n_models`` speakers like the fitted ones, plus one speaker per ``offsets``
+        entry whose strangers' scores sit that much higher, with that entry's ``spreads`` as sd
+        (default: the fitted sd), on the fitted scale: speakers enrolled later, whose measured
+        level and spread need not be the fitted speakers'.
+        """
+        off, sd = self._extra(offsets, spreads)
+        return self._accepted(float(self.scale(threshold)), n_models, np.full(len(off), float(self.scale(threshold))), off, sd)
+
+    def _accepted(
+        self, t: float, n_models: int, t_extra: NDArray[np.float64], off: NDArray[np.float64], sd: NDArray[np.float64]
+    ) -> float:
+        """:meth:`accepted` on the fitted scale, each extra speaker with its own threshold ``t_extra``."""
+        below = norm.cdf((t - self.mean) / self.sd) ** n_models  # P(every score < t), per stranger
+        for te, o, s in zip(t_extra, off, sd, strict=True):
+            below = below * norm.cdf((te - self.mean - o) / s)
+        return float(np.mean(1.0 - below))
 
     def threshold(self, far: float, n_models: int) -> float:
         """The top-1 threshold at which a share ``far`` of strangers is accepted against ``n_models`` speakers."""
         if not 0.0 < far < 1.0 or n_models < 1:
             raise ValueError(f"need 0 < far < 1 and n_models >= 1, found {far} and {n_models}")
         lo, hi = float(np.min(self.mean - 12 * self.sd)), float(np.max(self.mean + 12 * self.sd))
-        for _ in range(100):  # bisection: accepted() falls as the threshold rises
+        unscale = np.tanh if self.fisher else float
+        for _ in range(100):  # bisection on the fitted scale: accepted() falls as the threshold rises
             mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if self.accepted(mid, n_models) > far else (lo, mid)
-        return hi
+            lo, hi = (mid, hi) if self.accepted(float(unscale(mid)), n_models) > far else (lo, mid)
+        return float(unscale(hi))
+
+    def _extra(self, offsets: ArrayLike, spreads: ArrayLike | None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        off = np.asarray(offsets, dtype=np.float64).ravel()
+        sd = np.full(len(off), float(self.sd.mean())) if spreads is None else np.asarray(spreads, dtype=np.float64).ravel()
+        if sd.shape != off.shape or (sd <= 0).any():
+            raise ValueError(f"need one positive spread per offset, found {sd.shape} for {off.shape}")
+        return off, sd
 
 
 def gallery_threshold(base: float, strangers: StrangerScores, n_fitted: int, n_models: int) -> float:
@@ -249,8 +294,9 @@ def gallery_threshold(base: float, strangers: StrangerScores, n_fitted: int, n_m
     A stranger is accepted when *any* of its scores reaches the threshold, so with a fixed
     threshold FAR grows with the gallery.  ``base`` was fitted on validation data against the
     ``n_fitted`` speakers of the model; the modelled acceptance at ``base`` is held constant:
-    the threshold returned accepts the same share of (modelled) strangers against ``n_models``.
-    It never falls below ``base``.
+    the threshold returned accepts the same share of (modelled) strangers against ``n_models``,
+    every speaker assumed like the fitted ones (:func:`gallery_thresholds` measures those
+    enrolled later).  It never falls below ``base``.
 
     >>> strangers = StrangerScores(np.zeros(100), np.ones(100))
     >>> round(gallery_threshold(1.645, strangers, 1, 1), 3), round(gallery_threshold(1.645, strangers, 1, 10), 3)
@@ -262,3 +308,45 @@ def gallery_threshold(base: float, strangers: StrangerScores, n_fitted: int, n_m
     if far <= 0.0:  # base sits beyond every modelled stranger: nothing to hold
         return float(base)
     return max(float(base), strangers.threshold(far, n_models))
+
+
+def gallery_thresholds(
+    base: float,
+    strangers: StrangerScores,
+    n_fitted: int,
+    n_models: int,
+    offsets: ArrayLike,
+    spreads: ArrayLike | None = None,
+) -> tuple[float, NDArray[np.float64]]:
+    """Per-speaker top-1 thresholds for a grown gallery, holding the stranger acceptance ``base`` had at ``n_fitted``.
+
+    As :func:`gallery_threshold`, but each speaker enrolled later (one ``offsets`` / ``spreads``
+    entry: the strangers' measured extra level and sd against it) gets its own threshold, set
+    where a typical stranger is as likely to pass it as one of the ``n_models`` fitted-like
+    speakers' shared threshold (equal tails on the fitted scale, as Z-norm makes them).  A
+    speaker the strangers score high against then costs its own threshold, not every
+    speaker's.  Returns (the fitted-like speakers' threshold, one per ``offsets`` entry); none
+    below ``base``.
+
+    >>> strangers = StrangerScores(np.zeros(100), np.ones(100))
+    >>> own, extra = gallery_thresholds(1.645, strangers, 1, 1, offsets=[1.0])
+    >>> round(own, 3), [round(float(t), 3) for t in extra]  # the strangers' extra level sits in its own threshold
+    (1.955, [2.955])
+    """
+    off, sd = strangers._extra(offsets, spreads)
+    if not np.isfinite(base):
+        return float(base), np.full(len(off), float(base))
+    far = strangers.accepted(base, n_fitted)
+    if far <= 0.0 or (n_models <= n_fitted and not len(off)):
+        return float(base), np.full(len(off), float(base))
+    if n_models + len(off) < 1:
+        raise ValueError("need at least one model")
+    centre, spread = float(strangers.mean.mean()), float(strangers.sd.mean())
+    unscale = np.tanh if strangers.fisher else (lambda x: x)
+    lo, hi = -12.0, 12.0 + float(np.max((off + 12 * sd) / sd, initial=0.0))
+    for _ in range(100):  # bisection on the common tail deviate c: acceptance falls as it rises
+        c = 0.5 * (lo + hi)
+        accepted = strangers._accepted(centre + c * spread, n_models, centre + off + c * sd, off, sd)
+        lo, hi = (c, hi) if accepted > far else (lo, c)
+    own = max(float(base), float(unscale(centre + hi * spread)))
+    return own, np.maximum(float(base), np.asarray(unscale(centre + off + hi * sd), dtype=np.float64))

@@ -138,8 +138,8 @@ class Candidate:
     val_report: dict[str, float]
     # embedding systems only: how well the val-unknown speakers are identified once enrolled as
     # later speakers (identification EER, voiceid.select.later; None when they are too few to tell),
-    # and the back-end variant with the lowest such EER, calibrated and thresholded like this
-    # candidate, when it is another variant than this candidate's (see for_enrolling)
+    # and the back-end variant with the lowest such EER (unmeasured: the best without LDA, NO_LDA),
+    # calibrated and thresholded like this candidate, when it is another variant than this candidate's
     later_eer: float | None = None
     store: Candidate | None = None
 
@@ -152,7 +152,7 @@ class Candidate:
 
     @property
     def for_enrolling(self) -> Candidate:
-        """What serves the enrollment store: :attr:`store` when measured, else this candidate."""
+        """What serves the enrollment store: :attr:`store` when it is another variant, else this candidate."""
         return self.store if self.store is not None else self
 
 
@@ -163,7 +163,15 @@ class Later:
     variant: str
     scorer: EmbeddingScorer
     val: Probes  # its val probes (enrolled val + val-unknown): what its thresholds are fitted on
-    eer: float  # identification EER of the later-enrolled val trials
+    eer: float | None  # identification EER of the later-enrolled val trials; None: not measurable (NO_LDA rule)
+
+
+# Without later speakers to measure (val-unknown speakers with one clip each), the store takes the
+# best variant without LDA: LDA keeps at most (training speakers - 1) directions, the ones that
+# separate *those* voices, and new voices collapse in them (later-speaker EER of LDA+WCCN: az_digits
+# 0.53 vs 0.33 for WCCN; a LibriSpeech enroll draw with 8 training speakers identified 6 of 29 new
+# speakers' files through a 7-d LDA store, other draws 26-29 of 27-29 through plain/WCCN stores)
+NO_LDA = "the best val EER without LDA (too few val-unknown speakers with two clips to measure later speakers)"
 
 
 def val_thresholds(val: Probes, params: SelectParams) -> dict[str, Any]:
@@ -343,6 +351,9 @@ def build_fusion(
     return _thresholded(source, scorer, calibration, val, params)  # type: ignore[arg-type]
 
 
+MAX_STRANGER_EMB = 1000
+
+
 def _best_embedding_variant(
     source: Source, model: Any, bank: FeatureBank, params: SelectParams, front: FrontEnd
 ) -> tuple[EmbeddingScorer, Probes, dict[str, Any], Later | None]:
@@ -375,6 +386,7 @@ def _best_embedding_variant(
     later_tried: dict[str, float] = {}
     best: tuple[float, EmbeddingScorer, Probes, str] | None = None
     later_best: Later | None = None
+    no_lda: Later | None = None  # the store when later speakers cannot be measured (NO_LDA)
     for variant in params.backends:
         parts = set(variant.split("+"))
         if "asnorm" in parts and len(np.unique(yb)) < 2:
@@ -405,9 +417,13 @@ def _best_embedding_variant(
         val = Probes(speakers, out.pred, out.score, known, ids)
         tried[variant] = float(eer(val.score, val.known.astype(int))[0])
         # val strangers against every enrolled speaker: how the threshold must rise as a gallery grows
-        scorer.strangers = StrangerScores.fit(cos[~known]) if (~known).any() else None
+        scorer.strangers = StrangerScores.fit(cos[~known], fisher=scorer.asnorm is None) if (~known).any() else None
+        # every k-th of at most ~MAX_STRANGER_EMB: they are scored against the gallery on each identify call
+        scorer.stranger_emb = emb[~known][:: max(1, int((~known).sum()) // MAX_STRANGER_EMB)]
         if best is None or tried[variant] < best[0]:
             best = (tried[variant], scorer, val, variant)
+        if "lda" not in parts and (no_lda is None or tried[variant] < tried[no_lda.variant]):
+            no_lda = Later(variant, scorer, val, None)
         trials = later_trials(scorer, emb[~known], speakers[~known], params.enroll_files, params.seed)
         if trials is not None:
             later_tried[variant] = float(openset.identification_eer(trials))
@@ -417,6 +433,8 @@ def _best_embedding_variant(
     if best is None:
         raise ValueError(f"no back-end variant of {list(params.backends)} could be calibrated on val")
     _, scorer, val, chosen = best
+    if later_best is None and "lda" in chosen.split("+") and no_lda is not None:
+        later_best = no_lda
     calibration: dict[str, Any] = {"method": "logistic", "a": scorer.calibrator.a_, "b": scorer.calibrator.b_}
     calibration.update(backend=chosen, losses={"val_eer": tried, **({"later_eer": later_tried} if later_tried else {})})
     return scorer, val, calibration, later_best

@@ -15,7 +15,7 @@ import pandas as pd
 
 from voiceid.scoring import openset
 from voiceid.scoring.verification import det_curve, probit
-from voiceid.select.candidates import Candidate
+from voiceid.select.candidates import NO_LDA, Candidate
 from voiceid.select.params import SelectParams
 from voiceid.select.protocol import SelectionResult
 
@@ -50,6 +50,8 @@ def candidate_summary(c: Candidate, result: SelectionResult, params: SelectParam
     out["val"] = {k: _r(v) for k, v in c.val_report.items()}
     if c.later_eer is not None:  # val-unknown speakers enrolled as later speakers, through the variant that serves them best
         out["later"] = {"eer": _r(c.later_eer), "backend": c.for_enrolling.calibration.get("backend")}
+    elif c.store is not None:  # not measurable: the store avoids LDA
+        out["later"] = {"eer": None, "backend": c.store.calibration.get("backend"), "chosen_by": NO_LDA}
     out["test"] = {k: _r(v) for k, v in flatten_intervals(result.test_reports[c.family]).items()}
     paired = {k: v for k, v in result.test_vs_champion[c.family].items() if k in _PAIRED_KEYS}
     out["test_minus_champion"] = {k: _r(v) for k, v in flatten_intervals(paired).items()}
@@ -114,7 +116,9 @@ def _embedding_model(e: Candidate, params: SelectParams) -> dict[str, Any]:
         "backend": store.calibration.get("backend"),
         "threshold": _r(store.threshold(params.threshold_rule)),
     }
-    if e.later_eer is None:
+    if e.later_eer is None and e.store is not None:
+        out["chosen_by"] = NO_LDA
+    elif e.later_eer is None:
         out["chosen_by"] = "val champion metric: too few val-unknown speakers with two clips to enroll them as later speakers"
     else:
         out["chosen_by"] = f"later_eer: identification EER of val-unknown speakers enrolled from {params.enroll_files} clips"

@@ -37,7 +37,7 @@ from voiceid.scoring.calibration import ScoreCalibrator
 from voiceid.scoring.centroids import Centroids, merge
 from voiceid.scoring.cosine import cosine_matrix
 from voiceid.scoring.openset import UNKNOWN
-from voiceid.scoring.verification import StrangerScores, gallery_threshold
+from voiceid.scoring.verification import StrangerScores, gallery_threshold, gallery_thresholds
 from voiceid.serve.decision import open_set_statistic
 from voiceid.serve.frontend import Embedder, FrontEnd
 from voiceid.serve.gallery import load_gallery
@@ -118,6 +118,10 @@ class EmbeddingScorer:
         # val strangers' scores against the enrolled speakers (per stranger): how the threshold must
         # rise as a gallery grows (gallery_threshold); set by selection
         self.strangers: StrangerScores | None = None
+        # the val strangers' embeddings (in this scorer's space), so their level against speakers enrolled
+        # later is measured rather than assumed to be the own speakers': a centring mean taken from a few
+        # own speakers leaves every other voice, new speakers and strangers alike, sharing its error
+        self.stranger_emb: NDArray[np.float64] | None = None
 
     @property
     def speakers(self) -> list[str]:
@@ -129,19 +133,36 @@ class EmbeddingScorer:
         asnorm = getattr(self, "asnorm", None)  # AS-norm against background speakers (champions pickled before it: None)
         return cents, cos if asnorm is None else asnorm.normalize(cos, emb, cents.vectors)
 
-    def threshold_for(self, n_speakers: int, base: float) -> float:
-        """The score threshold that keeps strangers' acceptance where ``base`` had it, against ``n_speakers``.
+    def threshold_for(self, gallery: Centroids | None, base: float) -> dict[str, float]:
+        """Per speaker (own and ``gallery``), the score threshold that keeps strangers' acceptance where ``base`` had it.
 
-        More enrolled speakers give a stranger more chances to score high, so the threshold rises
-        with the gallery (:func:`voiceid.scoring.verification.gallery_threshold`, on the val
-        strangers' scores against this model's own speakers); it never drops below ``base``, the
-        threshold fitted on val.  Champions pickled before this existed keep ``base``.
+        More enrolled speakers give a stranger more chances to score high, so thresholds rise
+        with the gallery (:mod:`voiceid.scoring.verification`, on the val strangers' scores
+        against this model's own speakers).  How high, and how spread, the val strangers score
+        against each gallery speaker is measured (``stranger_emb``): a gallery speaker near the
+        strangers gets a higher threshold of its own (:func:`gallery_thresholds`), the own
+        speakers keep a shared one.  None is below ``base``, the val threshold.  Champions
+        pickled before: ``base`` without a stranger model; one shared threshold
+        (:func:`gallery_threshold`) without ``stranger_emb``.
         """
         strangers = getattr(self, "strangers", None)
-        if not isinstance(strangers, StrangerScores):
-            return base
-        raw = gallery_threshold(self.calibrator.inverse(base), strangers, len(self.centroids.speakers), n_speakers)
-        return max(base, float(self.calibrator.predict_proba(raw)))
+        cents = merge(self.centroids, gallery)
+        if not isinstance(strangers, StrangerScores) or cents is self.centroids:
+            return dict.fromkeys(cents.speakers, base)
+        n_own = len(self.centroids.speakers)
+        n_kept = len(cents.speakers) - len(gallery.speakers) if gallery is not None else n_own
+        emb = getattr(self, "stranger_emb", None)
+        raw_base = self.calibrator.inverse(base)
+        if emb is None or not len(emb):
+            raw = np.full(len(cents.speakers), gallery_threshold(raw_base, strangers, n_own, len(cents.speakers)))
+        else:
+            level = float(strangers.scale(self.cosines(emb)[1]).mean())  # (n_strangers, n_own) on the model's scale
+            extra = strangers.scale(self.cosines(emb, gallery)[1][:, n_kept:])  # (n_strangers, n_gallery)
+            spreads = extra.std(axis=0, ddof=1) if len(emb) > 1 else None
+            own, later = gallery_thresholds(raw_base, strangers, n_own, n_kept, extra.mean(axis=0) - level, spreads)
+            raw = np.r_[np.full(n_kept, own), later]
+        p = np.maximum(base, self.calibrator.predict_proba(raw))
+        return {s: float(t) for s, t in zip(cents.speakers, p, strict=True)}
 
     def score_embeddings(self, emb: NDArray[np.float64], gallery: Centroids | None = None) -> Scored:
         cents, cos = self.cosines(emb, gallery)
@@ -177,13 +198,12 @@ class Champion:
         """The enrolled speakers, in the primary scorer's column order."""
         return self.primary.speakers
 
-    def _scorer_for(self, gallery: Centroids | None) -> tuple[ClassifierScorer | EmbeddingScorer, float]:
+    def _scorer_for(self, gallery: Centroids | None) -> tuple[ClassifierScorer | EmbeddingScorer, float | dict[str, float]]:
         if gallery is None:
             return self.primary, self.threshold
         if self.embedding is None or self.embedding_threshold is None:
             raise ValueError("this champion has no embedding model, so it cannot use a gallery")
-        n_speakers = len(merge(self.embedding.centroids, gallery).speakers)
-        return self.embedding, self.embedding.threshold_for(n_speakers, self.embedding_threshold)
+        return self.embedding, self.embedding.threshold_for(gallery, self.embedding_threshold)
 
     def embed(self, wave: np.ndarray, sample_rate: int) -> NDArray[np.float64]:
         """Embedding (dim,) of one waveform, for enrolling a new speaker."""
@@ -193,12 +213,13 @@ class Champion:
 
     def identify(self, wave: np.ndarray, sample_rate: int, gallery: Centroids | None = None) -> Decision:
         """Who is speaking: an enrolled (or gallery) speaker, or "unknown" below the threshold."""
-        scorer, threshold = self._scorer_for(gallery)
+        scorer, thresholds = self._scorer_for(gallery)
         x = scorer.front(wave, sample_rate)
         out = scorer.score_inputs([x], gallery) if isinstance(scorer, EmbeddingScorer) else scorer.score_inputs([x])
-        score = float(out.score[0])
+        score, top = float(out.score[0]), str(out.pred[0])
+        threshold = thresholds[top] if isinstance(thresholds, dict) else thresholds  # with a gallery: the top speaker's
         known = score >= threshold
-        return Decision(str(out.pred[0]) if known else UNKNOWN, score, float(threshold), bool(known))
+        return Decision(top if known else UNKNOWN, score, float(threshold), bool(known))
 
     def predict_frame(
         self,
