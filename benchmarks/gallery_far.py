@@ -12,9 +12,10 @@ the test strangers' acceptance and the new speakers' identification rate are mea
   :class:`~voiceid.scoring.verification.StrangerScores` (Fisher's z scale), every new speaker
   assumed to draw strangers' scores like the own ones (``voiceid identify`` before 2026-12-03);
 * ``gallery``: per-speaker thresholds from the val strangers' measured level and spread against
-  each new speaker (:func:`voiceid.scoring.verification.gallery_thresholds`: what ``voiceid
-  identify`` does with a store, ``EmbeddingScorer.threshold_for``); a probe meets the threshold
-  of its closest speaker;
+  each new speaker, shrunk toward all new speakers' by how few val strangers there are
+  (:func:`voiceid.scoring.verification.later_speaker_levels` and ``gallery_thresholds``: what
+  ``voiceid identify`` does with a store, ``EmbeddingScorer.threshold_for``); a probe meets the
+  threshold of its closest speaker;
 * ``fixed@c`` / ``like own@c`` / ``gallery@c``: the same from the val threshold of ``select.far_confidence`` c
   (``--far-confidence``, default 0.8): the ``fpr`` rule refitted on smoothed bootstrap resamples
   of the val strangers' speakers (:class:`voiceid.select.thresholds.FprThreshold`), so the 5%
@@ -51,7 +52,14 @@ def draw(
     """{(system, n_new, rule): (strangers accepted, new speakers identified)} for one held-out draw."""
     from voiceid.scoring.backend import EmbeddingBackend
     from voiceid.scoring.cosine import cosine_matrix, l2_normalize
-    from voiceid.scoring.verification import StrangerScores, far_threshold, fisher_z, gallery_threshold, gallery_thresholds
+    from voiceid.scoring.verification import (
+        StrangerScores,
+        far_threshold,
+        fisher_z,
+        gallery_threshold,
+        gallery_thresholds,
+        later_speaker_levels,
+    )
     from voiceid.select.thresholds import FprThreshold
 
     pipeline, new_all, strangers = held_out(seed, max(sizes), n_strangers)
@@ -78,7 +86,6 @@ def draw(
                 np.r_[own_top, top], np.r_[np.ones(len(own_top)), np.zeros(len(top))], np.r_[spk[own_val], spk[val]]
             )
             model = StrangerScores.fit(S_val, fisher=True)
-            level = float(fisher_z(S_val).mean())
             for n_new in (0, *sizes):
                 names = np.array(own + new_all[:n_new])
                 C = np.stack([centroid[s] for s in names])
@@ -87,7 +94,7 @@ def draw(
                 S_new = cosine_matrix(T[probes], C)
                 right = names[S_new.argmax(axis=1)] == spk[probes] if n_new else np.zeros(0, dtype=bool)
                 z = fisher_z(cosine_matrix(T[val], C[len(own) :]))  # the val strangers against each new speaker
-                offsets, spreads = z.mean(axis=0) - level, z.std(axis=0, ddof=1)
+                offsets, spreads = later_speaker_levels(fisher_z(S_val), z, spk[val]) if n_new else (np.zeros(0),) * 2
 
                 per_speaker = {}
                 for name, t in (("gallery", base), ("gallery@c", sure.threshold_)):

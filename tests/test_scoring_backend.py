@@ -10,7 +10,14 @@ from scipy.stats import norm
 from voiceid.features.params import FeatureParams
 from voiceid.scoring.backend import AsNorm, EmbeddingBackend
 from voiceid.scoring.cosine import cosine_matrix, l2_normalize
-from voiceid.scoring.verification import StrangerScores, eer, fisher_z, gallery_threshold, gallery_thresholds
+from voiceid.scoring.verification import (
+    StrangerScores,
+    eer,
+    fisher_z,
+    gallery_threshold,
+    gallery_thresholds,
+    later_speaker_levels,
+)
 from voiceid.select.candidates import FeatureBank, Source, build_candidate
 from voiceid.select.params import SelectParams
 
@@ -200,6 +207,25 @@ def test_a_gallery_speaker_strangers_score_wider_against_gets_a_higher_threshold
     assert held == pytest.approx(1 - norm.cdf(1.645), abs=1e-6)
     with pytest.raises(ValueError, match="one positive spread per offset"):
         gallery_thresholds(1.645, strangers, 1, 1, offsets=[0.0, 1.0], spreads=[1.0])
+
+
+def test_with_few_strangers_the_later_speakers_levels_are_pulled_together_with_many_each_keeps_its_own() -> None:
+    """5 val strangers (10 clips each) against 20 later speakers that are alike: what differs is one stranger's
+    affinity to one speaker, noise that per-speaker thresholds would chase. 400 single-clip strangers against
+    speakers that truly differ: kept apart. Red when the levels are not shrunk (or shrunk regardless).
+    """
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(5), 10)
+    affinity = rng.normal(0, 0.3, size=(5, 20))[groups]  # (50, 20): stranger x speaker, shared by a stranger's clips
+    own, later = rng.normal(size=(50, 8)), rng.normal(size=(50, 20)) + 0.2 + affinity
+    raw = (later - own.mean(axis=1, keepdims=True)).mean(axis=0)
+    off, sd = later_speaker_levels(own, later, groups)
+    assert off.std() < 0.5 * raw.std() and off.mean() == pytest.approx(raw.mean(), abs=0.03)
+    assert sd.std() < 0.5 * later.std(axis=0, ddof=1).std()
+    truly = np.linspace(0.0, 1.0, 20)
+    many = rng.normal(size=(400, 20)) + truly
+    off_many, _ = later_speaker_levels(rng.normal(size=(400, 8)), many, np.arange(400))
+    assert np.corrcoef(off_many, truly)[0, 1] > 0.95 and off_many.std() > 0.8 * truly.std()
 
 
 def test_stranger_scores_are_modelled_per_stranger_not_pooled() -> None:

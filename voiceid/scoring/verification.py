@@ -310,6 +310,44 @@ def gallery_threshold(base: float, strangers: StrangerScores, n_fitted: int, n_m
     return max(float(base), strangers.threshold(far, n_models))
 
 
+def later_speaker_levels(own: ArrayLike, later: ArrayLike, groups: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Strangers' extra level and spread against each speaker enrolled later, for :func:`gallery_thresholds`.
+
+    ``own`` (n_probes, n_own) and ``later`` (n_probes, k): val strangers' scores (on the
+    stranger model's scale) against the model's own speakers and against the later ones;
+    ``groups``: each probe's stranger (one speaker's clips are not independent draws).  The
+    level is paired (each probe's mean against the own speakers removed) and averaged per
+    stranger; the spread is the sd over probes.  Both are shrunk toward their mean over the
+    later speakers by how much of their spread across speakers exceeds sampling noise
+    (empirical Bayes: with a few strangers the later speakers are treated alike, with many each
+    keeps its own; the sampling variance of a log-variance from G strangers is ~2 / (G - 1)).
+
+    >>> rng = np.random.default_rng(0)
+    >>> own, later = rng.normal(size=(400, 5)), rng.normal(size=(400, 3)) + [0.0, 0.5, 2.0]
+    >>> off, sd = later_speaker_levels(own, later, np.arange(400))
+    >>> [round(float(x), 1) for x in off], [round(float(x), 1) for x in sd]
+    ([0.0, 0.5, 2.0], [1.0, 1.0, 1.0])
+    """
+    o, x, g = np.asarray(own, dtype=np.float64), np.asarray(later, dtype=np.float64), np.asarray(groups)
+    if x.ndim != 2 or o.ndim != 2 or len(o) != len(x) or len(g) != len(x) or len(x) < 2:
+        raise ValueError(f"need (n, n_own) and (n, k) scores and n >= 2 groups, found {o.shape}, {x.shape}, {g.shape}")
+    paired = x - o.mean(axis=1, keepdims=True)  # (n, k)
+    names = np.unique(g)
+    per_stranger = np.stack([paired[g == name].mean(axis=0) for name in names])  # (G, k)
+    offsets, log_var = per_stranger.mean(axis=0), np.log(np.maximum(x.var(axis=0, ddof=1), 1e-12))
+    if len(names) > 1 and x.shape[1] > 1:
+        offsets = _shrunk(offsets, per_stranger.var(axis=0, ddof=1) / len(names))
+        log_var = _shrunk(log_var, np.full(len(log_var), 2.0 / (len(names) - 1)))
+    return offsets, np.exp(0.5 * log_var)
+
+
+def _shrunk(estimates: NDArray[np.float64], noise: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each estimate pulled toward their mean by its share of noise (``noise``: its sampling variance)."""
+    centre = float(estimates.mean())
+    signal = max(0.0, float(estimates.var(ddof=1)) - float(noise.mean()))
+    return centre + signal / (signal + noise) * (estimates - centre) if signal > 0 else np.full(len(estimates), centre)
+
+
 def gallery_thresholds(
     base: float,
     strangers: StrangerScores,

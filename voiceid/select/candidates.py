@@ -419,7 +419,8 @@ def _best_embedding_variant(
         # val strangers against every enrolled speaker: how the threshold must rise as a gallery grows
         scorer.strangers = StrangerScores.fit(cos[~known], fisher=scorer.asnorm is None) if (~known).any() else None
         # every k-th of at most ~MAX_STRANGER_EMB: they are scored against the gallery on each identify call
-        scorer.stranger_emb = emb[~known][:: max(1, int((~known).sum()) // MAX_STRANGER_EMB)]
+        every = max(1, int((~known).sum()) // MAX_STRANGER_EMB)
+        scorer.stranger_emb, scorer.stranger_groups = emb[~known][::every], speakers[~known][::every]
         if best is None or tried[variant] < best[0]:
             best = (tried[variant], scorer, val, variant)
         if "lda" not in parts and (no_lda is None or tried[variant] < tried[no_lda.variant]):

@@ -37,7 +37,7 @@ from voiceid.scoring.calibration import ScoreCalibrator
 from voiceid.scoring.centroids import Centroids, merge
 from voiceid.scoring.cosine import cosine_matrix
 from voiceid.scoring.openset import UNKNOWN
-from voiceid.scoring.verification import StrangerScores, gallery_threshold, gallery_thresholds
+from voiceid.scoring.verification import StrangerScores, gallery_threshold, gallery_thresholds, later_speaker_levels
 from voiceid.serve.decision import open_set_statistic
 from voiceid.serve.frontend import Embedder, FrontEnd
 from voiceid.serve.gallery import load_gallery
@@ -122,6 +122,7 @@ class EmbeddingScorer:
         # later is measured rather than assumed to be the own speakers': a centring mean taken from a few
         # own speakers leaves every other voice, new speakers and strangers alike, sharing its error
         self.stranger_emb: NDArray[np.float64] | None = None
+        self.stranger_groups: NDArray[np.str_] | None = None  # each of those probes' val-unknown speaker
 
     @property
     def speakers(self) -> list[str]:
@@ -139,9 +140,10 @@ class EmbeddingScorer:
         More enrolled speakers give a stranger more chances to score high, so thresholds rise
         with the gallery (:mod:`voiceid.scoring.verification`, on the val strangers' scores
         against this model's own speakers).  How high, and how spread, the val strangers score
-        against each gallery speaker is measured (``stranger_emb``): a gallery speaker near the
-        strangers gets a higher threshold of its own (:func:`gallery_thresholds`), the own
-        speakers keep a shared one.  None is below ``base``, the val threshold.  Champions
+        against each gallery speaker is measured (``stranger_emb``; :func:`later_speaker_levels`,
+        shrunk toward all gallery speakers' when the val strangers are few): a gallery speaker
+        near the strangers gets a higher threshold of its own (:func:`gallery_thresholds`), the
+        own speakers keep a shared one.  None is below ``base``, the val threshold.  Champions
         pickled before: ``base`` without a stranger model; one shared threshold
         (:func:`gallery_threshold`) without ``stranger_emb``.
         """
@@ -156,10 +158,11 @@ class EmbeddingScorer:
         if emb is None or not len(emb):
             raw = np.full(len(cents.speakers), gallery_threshold(raw_base, strangers, n_own, len(cents.speakers)))
         else:
-            level = float(strangers.scale(self.cosines(emb)[1]).mean())  # (n_strangers, n_own) on the model's scale
-            extra = strangers.scale(self.cosines(emb, gallery)[1][:, n_kept:])  # (n_strangers, n_gallery)
-            spreads = extra.std(axis=0, ddof=1) if len(emb) > 1 else None
-            own, later = gallery_thresholds(raw_base, strangers, n_own, n_kept, extra.mean(axis=0) - level, spreads)
+            own_z = strangers.scale(self.cosines(emb)[1])  # (n_strangers, n_own) on the stranger model's scale
+            later_z = strangers.scale(self.cosines(emb, gallery)[1][:, n_kept:])  # (n_strangers, n_gallery)
+            groups = getattr(self, "stranger_groups", None)
+            offsets, spreads = later_speaker_levels(own_z, later_z, np.arange(len(emb)) if groups is None else groups)
+            own, later = gallery_thresholds(raw_base, strangers, n_own, n_kept, offsets, spreads)
             raw = np.r_[np.full(n_kept, own), later]
         p = np.maximum(base, self.calibrator.predict_proba(raw))
         return {s: float(t) for s, t in zip(cents.speakers, p, strict=True)}
