@@ -94,11 +94,10 @@ def draw(
                 S_new = cosine_matrix(T[probes], C)
                 right = names[S_new.argmax(axis=1)] == spk[probes] if n_new else np.zeros(0, dtype=bool)
                 z = fisher_z(cosine_matrix(T[val], C[len(own) :]))  # the val strangers against each new speaker
-                offsets, spreads = later_speaker_levels(fisher_z(S_val), z, spk[val]) if n_new else (np.zeros(0),) * 2
-
                 per_speaker = {}
-                for name, t in (("gallery", base), ("gallery@c", sure.threshold_)):
-                    own_t, new_t = gallery_thresholds(t, model, len(own), len(own), offsets, spreads)
+                for name, t, c in (("gallery", base, None), ("gallery@c", sure.threshold_, confidence)):
+                    levels = later_speaker_levels(fisher_z(S_val), z, spk[val], c) if n_new else (np.zeros(0),) * 2
+                    own_t, new_t = gallery_thresholds(t, model, len(own), len(own), *levels)
                     per_speaker[name] = np.r_[np.full(len(own), own_t), new_t]
                 rules = {
                     "fixed": base,

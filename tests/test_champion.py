@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,8 @@ def test_a_gallery_speaker_the_strangers_score_high_against_gets_a_higher_thresh
     t = scorer.threshold_for(both, base)
     own = [t[s] for s in scorer.speakers]
     assert t["near"] > max(own) and t["near"] > t["far"] and len(set(own)) == 1  # the own speakers share one
+    assert scorer.threshold_for(both, base) == t and scorer.threshold_for(_like_own(scorer, 3), base) != t  # cached per gallery
+    assert "_thresholds" not in pickle.loads(pickle.dumps(scorer)).__dict__  # the cache is not pickled with the model
     scorer.stranger_emb, kept = None, scorer.stranger_emb  # pickled before it: gallery speakers like the own ones
     try:
         assert len(set(scorer.threshold_for(both, base).values())) == 1

@@ -228,6 +228,25 @@ def test_with_few_strangers_the_later_speakers_levels_are_pulled_together_with_m
     assert np.corrcoef(off_many, truly)[0, 1] > 0.95 and off_many.std() > 0.8 * truly.std()
 
 
+def test_at_far_confidence_a_level_measured_on_few_strangers_is_raised_more_than_one_measured_on_many() -> None:
+    """select.far_confidence applies to the later speakers' levels too: the bound moves with 1/sqrt(strangers)."""
+    rng = np.random.default_rng(1)
+
+    def margin(n_strangers: int) -> float:
+        groups = np.repeat(np.arange(n_strangers), 10)
+        stranger = rng.normal(0, 0.3, size=(n_strangers, 1))[groups]  # a stranger's clips share its level
+        own, later = rng.normal(size=(len(groups), 8)), rng.normal(size=(len(groups), 4)) + stranger
+        plain, _ = later_speaker_levels(own, later, groups)
+        bound, spread = later_speaker_levels(own, later, groups, confidence=0.8)
+        assert np.array_equal(spread, later_speaker_levels(own, later, groups)[1])  # only the levels move
+        return float((bound - plain).mean())
+
+    few, many = margin(5), margin(80)
+    assert few > 0.05 and 0 < many < 0.5 * few
+    with pytest.raises(ValueError, match="confidence"):
+        later_speaker_levels(np.zeros((3, 2)), np.zeros((3, 1)), np.arange(3), confidence=1.0)
+
+
 def test_stranger_scores_are_modelled_per_stranger_not_pooled() -> None:
     """A "wolf" stranger who scores high against everyone is accepted by any large gallery; pooling would hide it."""
     mean, sd = np.array([0.0, 0.0, 0.0, 0.5]), np.full(4, 0.05)

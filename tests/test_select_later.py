@@ -104,6 +104,7 @@ def test_the_store_serves_later_speakers_through_the_back_end_that_generalises_t
     assert champion.primary is cand.scorer and champion.embedding is cand.for_enrolling.scorer
     assert champion.embedding_threshold == cand.for_enrolling.threshold(params.threshold_rule)
     assert champion.embedding.strangers is not None  # the gallery threshold still has its stranger model
+    assert champion.embedding.stranger_emb is not None and champion.embedding.far_confidence == params.far_confidence
 
     meta, X = bank.tables["mfcc60"]
     test_unknown = ((meta["role"] == "unknown") & (meta["split"] == "test")).to_numpy()

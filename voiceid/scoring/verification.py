@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.special import log_ndtr
 from scipy.stats import norm
 
 
@@ -264,10 +265,10 @@ class StrangerScores(NamedTuple):
         self, t: float, n_models: int, t_extra: NDArray[np.float64], off: NDArray[np.float64], sd: NDArray[np.float64]
     ) -> float:
         """:meth:`accepted` on the fitted scale, each extra speaker with its own threshold ``t_extra``."""
-        below = norm.cdf((t - self.mean) / self.sd) ** n_models  # P(every score < t), per stranger
-        for te, o, s in zip(t_extra, off, sd, strict=True):
-            below = below * norm.cdf((te - self.mean - o) / s)
-        return float(np.mean(1.0 - below))
+        log_below = n_models * log_ndtr((t - self.mean) / self.sd)  # log P(every score < t), per stranger
+        if len(off):
+            log_below = log_below + log_ndtr((t_extra[None, :] - self.mean[:, None] - off[None, :]) / sd[None, :]).sum(axis=1)
+        return float(np.mean(-np.expm1(log_below)))
 
     def threshold(self, far: float, n_models: int) -> float:
         """The top-1 threshold at which a share ``far`` of strangers is accepted against ``n_models`` speakers."""
@@ -310,7 +311,9 @@ def gallery_threshold(base: float, strangers: StrangerScores, n_fitted: int, n_m
     return max(float(base), strangers.threshold(far, n_models))
 
 
-def later_speaker_levels(own: ArrayLike, later: ArrayLike, groups: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def later_speaker_levels(
+    own: ArrayLike, later: ArrayLike, groups: ArrayLike, confidence: float | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Strangers' extra level and spread against each speaker enrolled later, for :func:`gallery_thresholds`.
 
     ``own`` (n_probes, n_own) and ``later`` (n_probes, k): val strangers' scores (on the
@@ -321,6 +324,9 @@ def later_speaker_levels(own: ArrayLike, later: ArrayLike, groups: ArrayLike) ->
     later speakers by how much of their spread across speakers exceeds sampling noise
     (empirical Bayes: with a few strangers the later speakers are treated alike, with many each
     keeps its own; the sampling variance of a log-variance from G strangers is ~2 / (G - 1)).
+    With ``confidence`` (``select.far_confidence``) each level is raised to that one-sided
+    bound of its sampling error over the strangers, as the val threshold is: a level measured on
+    5 strangers is not known well enough to lower anyone's guard.
 
     >>> rng = np.random.default_rng(0)
     >>> own, later = rng.normal(size=(400, 5)), rng.normal(size=(400, 3)) + [0.0, 0.5, 2.0]
@@ -331,21 +337,31 @@ def later_speaker_levels(own: ArrayLike, later: ArrayLike, groups: ArrayLike) ->
     o, x, g = np.asarray(own, dtype=np.float64), np.asarray(later, dtype=np.float64), np.asarray(groups)
     if x.ndim != 2 or o.ndim != 2 or len(o) != len(x) or len(g) != len(x) or len(x) < 2:
         raise ValueError(f"need (n, n_own) and (n, k) scores and n >= 2 groups, found {o.shape}, {x.shape}, {g.shape}")
+    if confidence is not None and not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1) or None, found {confidence}")
     paired = x - o.mean(axis=1, keepdims=True)  # (n, k)
     names = np.unique(g)
     per_stranger = np.stack([paired[g == name].mean(axis=0) for name in names])  # (G, k)
     offsets, log_var = per_stranger.mean(axis=0), np.log(np.maximum(x.var(axis=0, ddof=1), 1e-12))
-    if len(names) > 1 and x.shape[1] > 1:
-        offsets = _shrunk(offsets, per_stranger.var(axis=0, ddof=1) / len(names))
-        log_var = _shrunk(log_var, np.full(len(log_var), 2.0 / (len(names) - 1)))
+    if len(names) < 2:
+        return offsets, np.exp(0.5 * log_var)
+    noise = per_stranger.var(axis=0, ddof=1) / len(names)  # (k,) sampling variance of each level
+    shared = float(per_stranger.mean(axis=1).var(ddof=1)) / len(names)  # of their mean (the same strangers)
+    keep = np.zeros(len(offsets))
+    if x.shape[1] > 1:
+        offsets, keep = _shrunk(offsets, noise)
+        log_var = _shrunk(log_var, np.full(len(log_var), 2.0 / (len(names) - 1)))[0]
+    if confidence is not None:
+        offsets = offsets + norm.ppf(confidence) * (keep * np.sqrt(noise) + (1 - keep) * np.sqrt(shared))
     return offsets, np.exp(0.5 * log_var)
 
 
-def _shrunk(estimates: NDArray[np.float64], noise: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Each estimate pulled toward their mean by its share of noise (``noise``: its sampling variance)."""
+def _shrunk(estimates: NDArray[np.float64], noise: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Each estimate pulled toward their mean by its share of noise (its sampling variance); and the weights kept."""
     centre = float(estimates.mean())
     signal = max(0.0, float(estimates.var(ddof=1)) - float(noise.mean()))
-    return centre + signal / (signal + noise) * (estimates - centre) if signal > 0 else np.full(len(estimates), centre)
+    keep = signal / (signal + noise) if signal > 0 else np.zeros(len(estimates))
+    return centre + keep * (estimates - centre), keep
 
 
 def gallery_thresholds(
@@ -382,7 +398,7 @@ def gallery_thresholds(
     centre, spread = float(strangers.mean.mean()), float(strangers.sd.mean())
     unscale = np.tanh if strangers.fisher else (lambda x: x)
     lo, hi = -12.0, 12.0 + float(np.max((off + 12 * sd) / sd, initial=0.0))
-    for _ in range(100):  # bisection on the common tail deviate c: acceptance falls as it rises
+    for _ in range(60):  # bisection on the common tail deviate c (to ~1e-16 of its range): acceptance falls as it rises
         c = 0.5 * (lo + hi)
         accepted = strangers._accepted(centre + c * spread, n_models, centre + off + c * sd, off, sd)
         lo, hi = (c, hi) if accepted > far else (lo, c)

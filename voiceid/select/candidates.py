@@ -171,7 +171,7 @@ class Later:
 # separate *those* voices, and new voices collapse in them (later-speaker EER of LDA+WCCN: az_digits
 # 0.53 vs 0.33 for WCCN; a LibriSpeech enroll draw with 8 training speakers identified 6 of 29 new
 # speakers' files through a 7-d LDA store, other draws 26-29 of 27-29 through plain/WCCN stores)
-NO_LDA = "the best val EER without LDA (too few val-unknown speakers with two clips to measure later speakers)"
+NO_LDA = "the best val EER without LDA: too few val-unknown speakers with two clips to measure later speakers"
 
 
 def val_thresholds(val: Probes, params: SelectParams) -> dict[str, Any]:
@@ -421,6 +421,7 @@ def _best_embedding_variant(
         # every k-th of at most ~MAX_STRANGER_EMB: they are scored against the gallery on each identify call
         every = max(1, int((~known).sum()) // MAX_STRANGER_EMB)
         scorer.stranger_emb, scorer.stranger_groups = emb[~known][::every], speakers[~known][::every]
+        scorer.far_confidence = params.far_confidence
         if best is None or tried[variant] < best[0]:
             best = (tried[variant], scorer, val, variant)
         if "lda" not in parts and (no_lda is None or tried[variant] < tried[no_lda.variant]):

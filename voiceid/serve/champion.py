@@ -23,6 +23,7 @@ Example (with fitted parts, see tests/test_champion.py):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,10 @@ class EmbeddingScorer:
         # own speakers leaves every other voice, new speakers and strangers alike, sharing its error
         self.stranger_emb: NDArray[np.float64] | None = None
         self.stranger_groups: NDArray[np.str_] | None = None  # each of those probes' val-unknown speaker
+        self.far_confidence: float | None = None  # select.far_confidence: later speakers' levels at that bound
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_thresholds"}  # a cache, not part of the model
 
     @property
     def speakers(self) -> list[str]:
@@ -151,17 +156,33 @@ class EmbeddingScorer:
         cents = merge(self.centroids, gallery)
         if not isinstance(strangers, StrangerScores) or cents is self.centroids:
             return dict.fromkeys(cents.speakers, base)
+        # identify asks once per probe, mostly of the same gallery: keep the last answer
+        key = (
+            base,
+            id(getattr(self, "stranger_emb", None)),
+            tuple(cents.speakers),
+            hashlib.sha256(np.ascontiguousarray(cents.vectors).tobytes()).hexdigest(),
+        )
+        cached = getattr(self, "_thresholds", None)
+        if cached is None or cached[0] != key:
+            self._thresholds = (key, self._gallery_thresholds(cents, gallery, strangers, base))
+        return dict(self._thresholds[1])
+
+    def _gallery_thresholds(
+        self, cents: Centroids, gallery: Centroids | None, strangers: StrangerScores, base: float
+    ) -> dict[str, float]:
         n_own = len(self.centroids.speakers)
         n_kept = len(cents.speakers) - len(gallery.speakers) if gallery is not None else n_own
         emb = getattr(self, "stranger_emb", None)
         raw_base = self.calibrator.inverse(base)
-        if emb is None or not len(emb):
+        if emb is None or len(emb) < 2:
             raw = np.full(len(cents.speakers), gallery_threshold(raw_base, strangers, n_own, len(cents.speakers)))
         else:
             own_z = strangers.scale(self.cosines(emb)[1])  # (n_strangers, n_own) on the stranger model's scale
             later_z = strangers.scale(self.cosines(emb, gallery)[1][:, n_kept:])  # (n_strangers, n_gallery)
             groups = getattr(self, "stranger_groups", None)
-            offsets, spreads = later_speaker_levels(own_z, later_z, np.arange(len(emb)) if groups is None else groups)
+            groups = np.arange(len(emb)) if groups is None else groups
+            offsets, spreads = later_speaker_levels(own_z, later_z, groups, getattr(self, "far_confidence", None))
             own, later = gallery_thresholds(raw_base, strangers, n_own, n_kept, offsets, spreads)
             raw = np.r_[np.full(n_kept, own), later]
         p = np.maximum(base, self.calibrator.predict_proba(raw))
