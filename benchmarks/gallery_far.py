@@ -96,7 +96,8 @@ def draw(
                 z = fisher_z(cosine_matrix(T[val], C[len(own) :]))  # the val strangers against each new speaker
                 per_speaker = {}
                 for name, t, c in (("gallery", base, None), ("gallery@c", sure.threshold_, confidence)):
-                    levels = later_speaker_levels(fisher_z(S_val), z, spk[val], c) if n_new else (np.zeros(0),) * 2
+                    fitted_sd = float(model.sd.mean())
+                    levels = later_speaker_levels(fisher_z(S_val), z, spk[val], fitted_sd, c) if n_new else (np.zeros(0),) * 2
                     own_t, new_t = gallery_thresholds(t, model, len(own), len(own), *levels)
                     per_speaker[name] = np.r_[np.full(len(own), own_t), new_t]
                 rules = {

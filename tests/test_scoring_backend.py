@@ -237,7 +237,7 @@ def test_at_far_confidence_a_level_measured_on_few_strangers_is_raised_more_than
         stranger = rng.normal(0, 0.3, size=(n_strangers, 1))[groups]  # a stranger's clips share its level
         own, later = rng.normal(size=(len(groups), 8)), rng.normal(size=(len(groups), 4)) + stranger
         plain, _ = later_speaker_levels(own, later, groups)
-        bound, spread = later_speaker_levels(own, later, groups, confidence=0.8)
+        bound, spread = later_speaker_levels(own, later, groups, 1.0, confidence=0.8)
         assert np.array_equal(spread, later_speaker_levels(own, later, groups)[1])  # only the levels move
         return float((bound - plain).mean())
 

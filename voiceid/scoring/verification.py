@@ -312,15 +312,17 @@ def gallery_threshold(base: float, strangers: StrangerScores, n_fitted: int, n_m
 
 
 def later_speaker_levels(
-    own: ArrayLike, later: ArrayLike, groups: ArrayLike, confidence: float | None = None
+    own: ArrayLike, later: ArrayLike, groups: ArrayLike, fitted_sd: float = 1.0, confidence: float | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Strangers' extra level and spread against each speaker enrolled later, for :func:`gallery_thresholds`.
 
     ``own`` (n_probes, n_own) and ``later`` (n_probes, k): val strangers' scores (on the
     stranger model's scale) against the model's own speakers and against the later ones;
-    ``groups``: each probe's stranger (one speaker's clips are not independent draws).  The
-    level is paired (each probe's mean against the own speakers removed) and averaged per
-    stranger; the spread is the sd over probes.  Both are shrunk toward their mean over the
+    ``groups``: each probe's stranger (one speaker's clips are not independent draws).  Scores
+    are paired: each probe's mean against the own speakers is removed.  The level is the paired
+    score averaged per stranger; the spread is its sd over probes, relative to the same sd
+    against the own speakers and scaled to the stranger model's ``fitted_sd`` (an own-like
+    speaker gets exactly that).  Both are shrunk toward their mean over the
     later speakers by how much of their spread across speakers exceeds sampling noise
     (empirical Bayes: with a few strangers the later speakers are treated alike, with many each
     keeps its own; the sampling variance of a log-variance from G strangers is ~2 / (G - 1)).
@@ -330,7 +332,7 @@ def later_speaker_levels(
 
     >>> rng = np.random.default_rng(0)
     >>> own, later = rng.normal(size=(400, 5)), rng.normal(size=(400, 3)) + [0.0, 0.5, 2.0]
-    >>> off, sd = later_speaker_levels(own, later, np.arange(400))
+    >>> off, sd = later_speaker_levels(own, later, np.arange(400), fitted_sd=1.0)
     >>> [round(float(x), 1) for x in off], [round(float(x), 1) for x in sd]
     ([0.0, 0.5, 2.0], [1.0, 1.0, 1.0])
     """
@@ -340,9 +342,13 @@ def later_speaker_levels(
     if confidence is not None and not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1) or None, found {confidence}")
     paired = x - o.mean(axis=1, keepdims=True)  # (n, k)
+    m = o.shape[1]
+    # an own speaker paired against the *other* own speakers, as a later one is against all of them
+    own_var = float((o - (o.sum(axis=1, keepdims=True) - o) / (m - 1)).var(axis=0, ddof=1).mean()) if m > 1 else 1.0
     names = np.unique(g)
     per_stranger = np.stack([paired[g == name].mean(axis=0) for name in names])  # (G, k)
-    offsets, log_var = per_stranger.mean(axis=0), np.log(np.maximum(x.var(axis=0, ddof=1), 1e-12))
+    relative_var = paired.var(axis=0, ddof=1) / max(own_var, 1e-12) * fitted_sd**2
+    offsets, log_var = per_stranger.mean(axis=0), np.log(np.maximum(relative_var, 1e-12))
     if len(names) < 2:
         return offsets, np.exp(0.5 * log_var)
     noise = per_stranger.var(axis=0, ddof=1) / len(names)  # (k,) sampling variance of each level

@@ -182,7 +182,8 @@ class EmbeddingScorer:
             later_z = strangers.scale(self.cosines(emb, gallery)[1][:, n_kept:])  # (n_strangers, n_gallery)
             groups = getattr(self, "stranger_groups", None)
             groups = np.arange(len(emb)) if groups is None else groups
-            offsets, spreads = later_speaker_levels(own_z, later_z, groups, getattr(self, "far_confidence", None))
+            fitted_sd, confidence = float(strangers.sd.mean()), getattr(self, "far_confidence", None)
+            offsets, spreads = later_speaker_levels(own_z, later_z, groups, fitted_sd, confidence)
             own, later = gallery_thresholds(raw_base, strangers, n_own, n_kept, offsets, spreads)
             raw = np.r_[np.full(n_kept, own), later]
         p = np.maximum(base, self.calibrator.predict_proba(raw))
