@@ -250,21 +250,15 @@ class StrangerScores(NamedTuple):
         """Scores on the scale the normals are fitted on (Fisher's z for cosines)."""
         return fisher_z(scores) if self.fisher else np.asarray(scores, dtype=np.float64)
 
-    def accepted(self, threshold: float, n_models: int, offsets: ArrayLike = (), spreads: ArrayLike | None = None) -> float:
-        """Modelled share of strangers whose best score reaches ``threshold``.
-
-        Against ``n_models`` speakers like the fitted ones, plus one speaker per ``offsets``
-        entry whose strangers' scores sit that much higher, with that entry's ``spreads`` as sd
-        (default: the fitted sd), on the fitted scale: speakers enrolled later, whose measured
-        level and spread need not be the fitted speakers'.
-        """
-        off, sd = self._extra(offsets, spreads)
-        return self._accepted(float(self.scale(threshold)), n_models, np.full(len(off), float(self.scale(threshold))), off, sd)
+    def accepted(self, threshold: float, n_models: int) -> float:
+        """Modelled share of strangers whose best of ``n_models`` scores reaches ``threshold``."""
+        return self._accepted(float(self.scale(threshold)), n_models, np.zeros(0), np.zeros(0), np.zeros(0))
 
     def _accepted(
         self, t: float, n_models: int, t_extra: NDArray[np.float64], off: NDArray[np.float64], sd: NDArray[np.float64]
     ) -> float:
-        """:meth:`accepted` on the fitted scale, each extra speaker with its own threshold ``t_extra``."""
+        """:meth:`accepted` on the fitted scale, plus one speaker per ``off`` entry whose strangers' scores sit that
+        much higher with sd ``sd`` (speakers enrolled later), each with its own threshold ``t_extra``."""
         log_below = n_models * log_ndtr((t - self.mean) / self.sd)  # log P(every score < t), per stranger
         if len(off):
             log_below = log_below + log_ndtr((t_extra[None, :] - self.mean[:, None] - off[None, :]) / sd[None, :]).sum(axis=1)
