@@ -241,10 +241,8 @@ class StrangerScores(NamedTuple):
         n, m = S.shape
         within = float(S.var(axis=1, ddof=1).mean()) if m > 1 else float(S.var(ddof=1))
         means = S.mean(axis=1)
-        between = float(means.var(ddof=1)) if n > 1 else 0.0
-        keep = max(0.0, between - within / m) / between if between > 0 else 0.0
-        grand = float(means.mean())
-        return cls(grand + keep * (means - grand), np.full(n, max(np.sqrt(within), 1e-6)), fisher)
+        shrunk = _shrunk(means, np.full(n, within / m))[0] if n > 1 else means  # each mean's noise: within / m
+        return cls(shrunk, np.full(n, max(np.sqrt(within), 1e-6)), fisher)
 
     def scale(self, scores: ArrayLike) -> NDArray[np.float64]:
         """Scores on the scale the normals are fitted on (Fisher's z for cosines)."""
