@@ -97,6 +97,7 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
     from voiceid.select.candidates import FeatureBank, Source
     from voiceid.select.params import SelectParams
     from voiceid.select.protocol import select
+    from voiceid.select.report import store_basis
     from voiceid.select.sources import load_ecapa
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -197,14 +198,10 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> None:
     e = result.embedding
     if e is not None:  # what `voiceid enroll` would use (voiceid.select.later)
         later = {k: round(v, 3) for k, v in e.calibration.get("losses", {}).get("later_eer", {}).items()}
+        by_variant = f"; later-speaker val EER by back-end: {later}" if later else ""
         print(
             f"enrollment store: {e.family} through {e.for_enrolling.calibration.get('backend')} "
-            + (
-                f"(later-speaker val EER by back-end: {later})"
-                if later
-                else "(too few val-unknown speakers to measure later speakers; "
-                + ("the best val EER without LDA)" if e.store is not None else "the candidate's own back-end)")
-            )
+            f"({store_basis(e, params)}{by_variant})"
         )
 
 

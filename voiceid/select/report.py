@@ -51,7 +51,7 @@ def candidate_summary(c: Candidate, result: SelectionResult, params: SelectParam
     if c.later_eer is not None:  # val-unknown speakers enrolled as later speakers, through the variant that serves them best
         out["later"] = {"eer": _r(c.later_eer), "backend": c.for_enrolling.calibration.get("backend")}
     elif c.store is not None:  # not measurable: the store avoids LDA
-        out["later"] = {"eer": None, "backend": c.store.calibration.get("backend"), "chosen_by": NO_LDA}
+        out["later"] = {"eer": None, "backend": c.store.calibration.get("backend"), "chosen_by": store_basis(c, params)}
     out["test"] = {k: _r(v) for k, v in flatten_intervals(result.test_reports[c.family]).items()}
     paired = {k: v for k, v in result.test_vs_champion[c.family].items() if k in _PAIRED_KEYS}
     out["test_minus_champion"] = {k: _r(v) for k, v in flatten_intervals(paired).items()}
@@ -116,14 +116,19 @@ def _embedding_model(e: Candidate, params: SelectParams) -> dict[str, Any]:
         "backend": store.calibration.get("backend"),
         "threshold": _r(store.threshold(params.threshold_rule)),
     }
-    if e.later_eer is None and e.store is not None:
-        out["chosen_by"] = NO_LDA
-    elif e.later_eer is None:
-        out["chosen_by"] = "val champion metric: too few val-unknown speakers with two clips to enroll them as later speakers"
-    else:
-        out["chosen_by"] = f"later_eer: identification EER of val-unknown speakers enrolled from {params.enroll_files} clips"
+    out["chosen_by"] = store_basis(e, params)
+    if e.later_eer is not None:
         out["later_eer"] = _r(e.later_eer)
     return out
+
+
+def store_basis(e: Candidate, params: SelectParams) -> str:
+    """Why the enrollment store serves through ``e.for_enrolling``'s back-end, in words (:mod:`voiceid.select.later`)."""
+    if e.later_eer is not None:
+        return f"later_eer: identification EER of val-unknown speakers enrolled from {params.enroll_files} clips"
+    if e.store is not None:
+        return NO_LDA
+    return "val champion metric: too few val-unknown speakers with two clips to enroll them as later speakers"
 
 
 # Fewer val-unknown speakers than this make the fpr rule's FAR a rough one, and the summary says so.
