@@ -41,15 +41,14 @@ JOINT = {"joint": ("dvector", "mfcc60"), "joint_ft": ("dvector_ft", "mfcc60")}
 
 
 def embed(system: str, X: dict[str, np.ndarray], fit: np.ndarray) -> np.ndarray:
-    """Every clip embedded by ``system``, scalers fitted on the rows ``fit``."""
-    from sklearn.preprocessing import StandardScaler
-
+    """Every clip embedded by ``system``, scalers fitted on the rows ``fit`` (as selection fits them: encoders centred)."""
+    from voiceid.select.candidates import block_scaler
     from voiceid.serve.frontend import JointEmbedder, StatsEmbedder
 
     if system in JOINT:
-        scalers = [StandardScaler().fit(X[s][fit]) for s in JOINT[system]]
+        scalers = [block_scaler(s, X[s][fit]) for s in JOINT[system]]
         return JointEmbedder(scalers).embed(list(zip(*(X[s] for s in JOINT[system]), strict=True)))
-    return StatsEmbedder(StandardScaler().fit(X[system][fit])).embed(list(X[system]))
+    return StatsEmbedder(block_scaler(system, X[system][fit])).embed(list(X[system]))
 
 
 def adapted(meta: pd.DataFrame, paths: list[str], fit: np.ndarray, fparams: FeatureParams) -> np.ndarray:

@@ -84,3 +84,31 @@ def test_a_waveform_is_scored_as_its_bank_rows_are_scored() -> None:
 def test_joint_needs_two_different_sets() -> None:
     with pytest.raises(ValueError, match="joint_feature_sets"):
         SelectParams(joint_feature_sets=("dvector",)).check()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("family", "feature_set"), [("dvector", "dvector"), ("joint", "dvector+mfcc60")])
+def test_an_encoder_block_is_centred_not_scaled_so_its_quiet_units_stay_quiet(family: str, feature_set: str) -> None:
+    # dims 0-15 carry the voice; 16-31 are ReLU units all but silent for the training speakers. A
+    # new speaker and a stranger both active on those units must not look alike (scaled to unit
+    # sd, the units' ~1e-3 spread made them 300x louder than the voice: cosine ~1)
+    meta = layout(n_enrolled=8, n_unknown_val=10, n_unknown_test=10, unknown_utts=3)
+    rng = np.random.default_rng(3)
+    voice = {s: rng.normal(0, 1, 16) for s in meta["speaker"].unique()}
+
+    def rows(v: np.ndarray, n: int, quiet: float) -> np.ndarray:
+        return np.hstack([v + 0.4 * rng.normal(0, 1, (n, 16)), quiet + 1e-3 * np.abs(rng.normal(0, 1, (n, 16)))])
+
+    X = np.vstack([rows(voice[s], 1, 0.0) for s in meta["speaker"]]).astype(np.float32)
+    stats = rng.normal(0, 1, (len(meta), 6)).astype(np.float32)  # the joint's other block: noise
+    bank = FeatureBank({"dvector": (meta, X), "mfcc60": (meta, stats)})
+    cand = build_candidate(Source(family, "embedding", feature_set), None, bank.without_test(), PARAMS, FEATURES)
+
+    def embed(x: np.ndarray) -> np.ndarray:
+        inputs = list(x) if family == "dvector" else [(r, np.zeros(6)) for r in x]
+        return cand.scorer.embedder.embed(inputs)
+
+    new_voice, stranger_voice = rng.normal(0, 1, 16), rng.normal(0, 1, 16)
+    centroid = embed(rows(new_voice, 5, 0.3)).mean(axis=0)
+    own_probe, stranger = embed(rows(new_voice, 1, 0.3)), embed(rows(stranger_voice, 20, 0.3))
+    cos_own, cos_stranger = cosine_matrix(own_probe, centroid[None])[0, 0], cosine_matrix(stranger, centroid[None])[:, 0]
+    assert cos_stranger.max() < 0.6 < cos_own, (cos_stranger.max(), cos_own)
