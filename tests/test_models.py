@@ -115,3 +115,28 @@ def test_top5_counts_rank_and_unknown_labels() -> None:
 def test_unknown_family_lists_known() -> None:
     with pytest.raises(ValueError, match="svc"):
         classifiers.get_family("xgboost")
+
+
+def quiet_unit_rows(per: int, seed: int, quiet: float) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder-like rows: 16 dims carry the voice, 16 ReLU units near silent (sd 1e-3) unless ``quiet`` is set."""
+    centres = np.random.default_rng(7).normal(size=(N_SPK, 16))
+    rng = np.random.default_rng(seed)
+    voice = np.concatenate([c + 0.3 * rng.normal(size=(per, 16)) for c in centres])
+    units = quiet + 1e-3 * np.abs(rng.normal(size=(len(voice), 16)))
+    return np.hstack([voice, units]).astype(np.float32), np.repeat([f"spk{i}" for i in range(N_SPK)], per)
+
+
+@pytest.mark.parametrize("name", ["knn", "logreg", "svc"])
+def test_encoder_rows_are_scaled_as_a_whole_so_quiet_units_cannot_decide(name: str) -> None:
+    # probes whose near-silent units wake up (another microphone, another session): scaled per
+    # dimension those units are ~300x the voice and every answer is noise; scaled as a whole
+    # (FitContext.encoder) they shift every speaker alike
+    family = classifiers.get_family(name)
+    X, y = quiet_unit_rows(5, seed=1, quiet=0.0)
+    Xt, yt = quiet_unit_rows(3, seed=2, quiet=0.3)
+    encoder = classifiers.FitContext(seed=0, n_features=32, min_class_count=5, encoder=True)
+    pipe = classifiers.fit_classifier(family, family.defaults(encoder), X, y, encoder)
+    assert (pipe.predict(Xt) == yt).mean() > 0.9
+    stats = classifiers.FitContext(seed=0, n_features=32, min_class_count=5)  # the statistics' scaler on the same rows: the quiet units decide
+    per_dim = classifiers.fit_classifier(family, family.defaults(stats), X, y, stats)
+    assert (per_dim.predict(Xt) == yt).mean() < 0.6

@@ -87,10 +87,10 @@ def test_joint_needs_two_different_sets() -> None:
 
 
 @pytest.mark.parametrize(("family", "feature_set"), [("dvector", "dvector"), ("joint", "dvector+mfcc60")])
-def test_an_encoder_block_is_centred_not_scaled_so_its_quiet_units_stay_quiet(family: str, feature_set: str) -> None:
+def test_an_encoder_block_is_scaled_as_a_whole_so_its_quiet_units_stay_quiet(family: str, feature_set: str) -> None:
     # dims 0-15 carry the voice; 16-31 are ReLU units all but silent for the training speakers. A
-    # new speaker and a stranger both active on those units must not look alike (scaled to unit
-    # sd, the units' ~1e-3 spread made them 300x louder than the voice: cosine ~1)
+    # new speaker and a stranger both active on those units must not look alike (each scaled to
+    # unit sd, the units' ~1e-3 spread made them 300x louder than the voice: cosine ~1)
     meta = layout(n_enrolled=8, n_unknown_val=10, n_unknown_test=10, unknown_utts=3)
     rng = np.random.default_rng(3)
     voice = {s: rng.normal(0, 1, 16) for s in meta["speaker"].unique()}

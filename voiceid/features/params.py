@@ -15,6 +15,12 @@ SET_NAMES: tuple[str, ...] = ("seed498", "mfcc60", "extended", "logmel", "dvecto
 VECTOR_SETS: tuple[str, ...] = ("seed498", "mfcc60", "extended", "dvector")
 
 
+# A speaker encoder's embeddings (one space made for cosine scoring), not statistics: scaled as a
+# whole, never per dimension (voiceid.scoring.scaling). dvector_ft is the adapt stage's fine-tuned
+# copy of dvector (voiceid.adapt.params.SET_NAME).
+ENCODER_SETS: tuple[str, ...] = ("dvector", "dvector_ft")
+
+
 # Bumped whenever a formula changes, so cached vectors from older code are not reused.
 FEATURE_VERSION = 1
 

@@ -5,5 +5,6 @@ table), ``classifiers`` and ``clustering`` (the families: estimators, search spa
 ``objectives`` (Optuna objectives), ``run`` (one family end to end).
 
 May import: ``voiceid.study``, ``voiceid.scoring``, ``voiceid.tracking``, ``voiceid.config``,
+``voiceid.features.params`` (which sets are encoder embeddings),
 scikit-learn, CatBoost, Optuna; never ``select``, ``serve`` or ``ecapa``.
 """

@@ -1,7 +1,9 @@
 """Classifier families of the experiment grid: estimator factory + Optuna search space.
 
-Every family builds ``Pipeline([("scale", StandardScaler()), ("clf", estimator)])`` so the
-scaler is fitted on the training rows only and travels with the logged model. All
+Every family builds ``Pipeline([("scale", scaler), ("clf", estimator)])`` so the scaler is
+fitted on the training rows only and travels with the logged model: a ``StandardScaler`` for
+statistics, an :class:`~voiceid.scoring.scaling.IsotropicScaler` for an encoder's embedding
+(``FitContext.encoder``; per-dimension scaling blows up its near-silent units). All
 pipelines expose ``predict_proba`` (the selection stage needs scores); SVC gets it from
 temperature scaling in ``CalibratedClassifierCV(ensemble=False)`` because
 ``SVC(probability=True)`` is deprecated in scikit-learn 1.9.
@@ -29,6 +31,8 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+
+from voiceid.scoring.scaling import IsotropicScaler, vector_scaler
 
 if TYPE_CHECKING:
     import optuna
@@ -61,6 +65,7 @@ class FitContext:
     n_features: int
     min_class_count: int
     catboost: CatBoostLimits = CatBoostLimits()
+    encoder: bool = False  # the rows are a speaker encoder's embeddings (features.params.ENCODER_SETS)
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,8 @@ def _logreg_space(trial: optuna.Trial, ctx: FitContext) -> Params:
     return {"C": trial.suggest_float("C", 1e-3, 100.0, log=True)}
 
 
-def _pipeline(clf: Any) -> Pipeline:
-    return Pipeline([("scale", StandardScaler()), ("clf", clf)])
+def _pipeline(clf: Any, ctx: FitContext) -> Pipeline:
+    return Pipeline([("scale", vector_scaler(ctx.encoder)), ("clf", clf)])
 
 
 def _build_svc(p: Params, ctx: FitContext) -> Pipeline:
@@ -136,7 +141,7 @@ def _build_svc(p: Params, ctx: FitContext) -> Pipeline:
     gamma = p.get("gamma_scale", 1.0) / max(ctx.n_features, 1)
     svc = SVC(C=p["C"], kernel=p["kernel"], gamma=gamma, break_ties=True, random_state=ctx.seed)
     folds = max(2, min(3, ctx.min_class_count))
-    return _pipeline(CalibratedClassifierCV(svc, method="temperature", ensemble=False, cv=folds))
+    return _pipeline(CalibratedClassifierCV(svc, method="temperature", ensemble=False, cv=folds), ctx)
 
 
 def _build_mlp(p: Params, ctx: FitContext) -> Pipeline:
@@ -148,7 +153,7 @@ def _build_mlp(p: Params, ctx: FitContext) -> Pipeline:
         max_iter=p["epochs"],
         random_state=ctx.seed,
     )
-    return _pipeline(clf)
+    return _pipeline(clf, ctx)
 
 
 def _build_catboost(p: Params, ctx: FitContext) -> Pipeline:
@@ -166,15 +171,15 @@ def _build_catboost(p: Params, ctx: FitContext) -> Pipeline:
         allow_writing_files=False,  # no catboost_info/ in the working tree
         verbose=False,
     )
-    return _pipeline(clf)
+    return _pipeline(clf, ctx)
 
 
 def _build_knn(p: Params, ctx: FitContext) -> Pipeline:
-    return _pipeline(KNeighborsClassifier(n_neighbors=p["n_neighbors"], weights=p["weights"], metric=p["metric"]))
+    return _pipeline(KNeighborsClassifier(n_neighbors=p["n_neighbors"], weights=p["weights"], metric=p["metric"]), ctx)
 
 
 def _build_logreg(p: Params, ctx: FitContext) -> Pipeline:
-    return _pipeline(LogisticRegression(C=p["C"], max_iter=2000, random_state=ctx.seed))
+    return _pipeline(LogisticRegression(C=p["C"], max_iter=2000, random_state=ctx.seed), ctx)
 
 
 FAMILIES: Mapping[str, ClassifierFamily] = {
@@ -237,7 +242,7 @@ def fit_classifier(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             return pipe.fit(X, y)
-    scaler: StandardScaler = pipe.named_steps["scale"].fit(X)
+    scaler: StandardScaler | IsotropicScaler = pipe.named_steps["scale"].fit(X)
     Xs = scaler.transform(X)
     clf = pipe.named_steps["clf"]
     if family.name == "mlp":
@@ -248,7 +253,12 @@ def fit_classifier(
 
 
 def _fit_mlp_staged(
-    clf: MLPClassifier, Xs: np.ndarray, y: np.ndarray, epochs: int, scaler: StandardScaler, monitor: Monitor | None
+    clf: MLPClassifier,
+    Xs: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    scaler: StandardScaler | IsotropicScaler,
+    monitor: Monitor | None,
 ) -> None:
     classes = np.unique(y)
     clf.set_params(batch_size=min(clf.batch_size, len(y)))
@@ -261,7 +271,9 @@ def _fit_mlp_staged(
                 monitor.report(epoch, float(accuracy_score(monitor.y, clf.predict(Xv))))
 
 
-def _fit_catboost_staged(clf: Any, Xs: np.ndarray, y: np.ndarray, scaler: StandardScaler, monitor: Monitor | None) -> None:
+def _fit_catboost_staged(
+    clf: Any, Xs: np.ndarray, y: np.ndarray, scaler: StandardScaler | IsotropicScaler, monitor: Monitor | None
+) -> None:
     if monitor is None:
         clf.fit(Xs, y)
         return

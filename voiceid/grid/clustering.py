@@ -1,7 +1,8 @@
 """Clustering families of the grid and their scores (pure functions).
 
 Protocol (see README "Experiment grid"): the number of enrolled speakers ``k`` is known.
-A preprocessing pipeline (StandardScaler, optional PCA, optional L2 normalisation) is
+A preprocessing pipeline (a scaler: ``StandardScaler``, or one sd for an encoder's embedding;
+optional PCA, optional L2 normalisation) is
 fitted on the enrolled *train* rows only; the clusterer then groups a set of utterances
 transductively. Studies tune on the enrolled train+val rows; the final run clusters the
 enrolled test rows. Labels are used only to score: ARI, NMI, and F1/accuracy after
@@ -35,7 +36,9 @@ from sklearn.metrics import (
 )
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import Normalizer, StandardScaler
+from sklearn.preprocessing import Normalizer
+
+from voiceid.scoring.scaling import vector_scaler
 
 if TYPE_CHECKING:
     import optuna
@@ -106,6 +109,7 @@ class ClusterData:
     y_train: np.ndarray
     X: np.ndarray
     n_clusters: int
+    encoder: bool = False  # the rows are a speaker encoder's embeddings: scaled as a whole (voiceid.scoring.scaling)
 
 
 @dataclass(frozen=True)
@@ -167,9 +171,9 @@ def get_family(name: str) -> ClusteringFamily:
         raise ValueError(f"unknown clustering family {name!r} (known: {', '.join(FAMILIES)})") from None
 
 
-def preprocessor(params: Params, seed: int) -> Pipeline:
+def preprocessor(params: Params, seed: int, encoder: bool = False) -> Pipeline:
     """Unfitted scaler [-> PCA] [-> L2 normaliser]; fit it on training rows only."""
-    steps: list[tuple[str, Any]] = [("scale", StandardScaler())]
+    steps: list[tuple[str, Any]] = [("scale", vector_scaler(encoder))]
     if params["pca_variance"] < 1.0:
         steps.append(("pca", PCA(n_components=params["pca_variance"], random_state=seed)))
     if params["l2_normalize"]:
@@ -217,7 +221,7 @@ def fit_clusterer(family: str, params: Params, data: ClusterData, seed: int) -> 
 
     The returned pipeline holds the fitted preprocessing and clusterer, for logging.
     """
-    prep = preprocessor(params, seed).fit(data.X_train)
+    prep = preprocessor(params, seed, data.encoder).fit(data.X_train)
     Z = prep.transform(data.X)
     if family == "kmeans":
         est: Any = KMeans(n_clusters=data.n_clusters, init="k-means++", n_init=params["n_init"], random_state=seed)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import optuna
 
+from voiceid.features.params import ENCODER_SETS
 from voiceid.grid import classifiers, clustering
 from voiceid.grid.data import GridData
 from voiceid.grid.params import GridParams
@@ -32,7 +33,9 @@ from voiceid.scoring import classification
 
 def fit_context(data: GridData, params: GridParams) -> classifiers.FitContext:
     _, counts = np.unique(data.train.y, return_counts=True)
-    return classifiers.FitContext(params.seed, data.train.X.shape[1], int(counts.min()), params.catboost)
+    return classifiers.FitContext(
+        params.seed, data.train.X.shape[1], int(counts.min()), params.catboost, data.feature_set in ENCODER_SETS
+    )
 
 
 def classifier_objective(name: str, data: GridData, params: GridParams) -> Callable[[optuna.Trial], float]:
@@ -60,7 +63,11 @@ def classifier_objective(name: str, data: GridData, params: GridParams) -> Calla
 def tuning_cluster_data(data: GridData) -> clustering.ClusterData:
     """Train+val rows, clustered during tuning; the test rows are kept for the final run."""
     return clustering.ClusterData(
-        data.train.X, data.train.y, np.concatenate([data.train.X, data.val.X]), len(np.unique(data.train.y))
+        data.train.X,
+        data.train.y,
+        np.concatenate([data.train.X, data.val.X]),
+        len(np.unique(data.train.y)),
+        data.feature_set in ENCODER_SETS,
     )
 
 

@@ -25,6 +25,7 @@ import optuna
 from threadpoolctl import threadpool_limits
 
 from voiceid import tracking
+from voiceid.features.params import ENCODER_SETS
 from voiceid.grid import classifiers, clustering
 from voiceid.grid.data import GridData
 from voiceid.grid.objectives import (
@@ -97,7 +98,9 @@ def run_family(
 def _run_family(name: str, data: GridData, params: GridParams, base_tags: Mapping[str, str], log_model: bool) -> FamilyResult:
     kind = family_kind(name)
     objective_name = params.objective if kind == "classifier" else params.clustering_objective
-    space_key = (sorted(_defaults(name, data, params)), params.catboost if name == "catboost" else None)
+    space_key: tuple[Any, ...] = (sorted(_defaults(name, data, params)), params.catboost if name == "catboost" else None)
+    if data.feature_set in ENCODER_SETS:  # trials of the per-dimension scaler (before 2026-12-03) are not resumed
+        space_key += ("isotropic scaler",)
     sname = study_name(params.dataset_name, data.feature_set, name, objective_name, data.fingerprint, space_key)
     experiment = tracking.experiment_name(params.dataset_name, data.feature_set)
     tags = {
@@ -226,7 +229,7 @@ def _final_clustering(job: _FinalJob) -> str:
     tune = tuning_cluster_data(data)
     _, tune_labels = clustering.fit_clusterer(name, hp, tune, params.seed)
     val_m = clustering.clustering_metrics(np.concatenate([data.train.y, data.val.y]), tune_labels)
-    test_data = clustering.ClusterData(data.train.X, data.train.y, data.test.X, tune.n_clusters)
+    test_data = clustering.ClusterData(data.train.X, data.train.y, data.test.X, tune.n_clusters, tune.encoder)
     (pipe, labels), fit_s = timed(lambda: clustering.fit_clusterer(name, hp, test_data, params.seed))
     test_m = clustering.clustering_metrics(data.test.y, labels)
     matched = clustering.matched_labels(data.test.y, labels).astype(str)

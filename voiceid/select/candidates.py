@@ -13,13 +13,14 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
 from voiceid.adapt.params import SET_NAME as ADAPTED_SET
-from voiceid.features.params import FeatureParams
+from voiceid.features.params import ENCODER_SETS, FeatureParams
 from voiceid.features.tables import read_feature_table, read_logmel
 from voiceid.scoring import openset
 from voiceid.scoring.backend import AsNorm, EmbeddingBackend
 from voiceid.scoring.calibration import ScoreCalibrator
 from voiceid.scoring.centroids import speaker_centroids
 from voiceid.scoring.openset import Probes
+from voiceid.scoring.scaling import IsotropicScaler, vector_scaler
 from voiceid.scoring.verification import StrangerScores, eer
 from voiceid.select.calibration import calibrate_classifier
 from voiceid.select.later import later_trials
@@ -450,23 +451,15 @@ def _check_width(model: Any, X: np.ndarray, source: Source) -> None:
         )
 
 
-ENCODER_SETS = ("dvector", ADAPTED_SET)  # a speaker encoder's embeddings, made for cosine scoring
-
-
-def block_scaler(feature_set: str, rows: np.ndarray) -> StandardScaler:
-    """The train-fitted scaler of one feature set's rows: statistics are standardised, an encoder's embedding centred.
-
-    Clip statistics mix units (MFCC means, deltas, sds), so each dimension is scaled to unit sd.
-    A speaker encoder's embedding (``ENCODER_SETS``) is already on one scale, and its ReLU
-    dimensions are nearly constant over a few training speakers: dividing by their sd (~1/100 of
-    the median on LibriSpeech's 8 speakers) made those dimensions dominate, and strangers active
-    there scored 0.9 against a new speaker who was too.  It is centred only.
+def block_scaler(feature_set: str, rows: np.ndarray) -> StandardScaler | IsotropicScaler:
+    """The scaler of one feature set's (or joint block's) training rows: an encoder's embedding as a whole, statistics
+    per dimension (:mod:`voiceid.scoring.scaling`: per-dimension scaling of a d-vector let strangers in).
 
     >>> rows = np.array([[1.0, 10.0], [3.0, 10.1]])
-    >>> [block_scaler(name, rows).transform(rows).round(6).tolist() for name in ("dvector", "mfcc60")]
-    [[[-1.0, -0.05], [1.0, 0.05]], [[-1.0, -1.0], [1.0, 1.0]]]
+    >>> [block_scaler(name, rows).transform(rows).round(3).tolist() for name in ("dvector", "mfcc60")]
+    [[[-1.412, -0.071], [1.412, 0.071]], [[-1.0, -1.0], [1.0, 1.0]]]
     """
-    return StandardScaler(with_std=feature_set not in ENCODER_SETS).fit(np.asarray(rows, dtype=np.float64))
+    return vector_scaler(feature_set in ENCODER_SETS).fit(np.asarray(rows, dtype=np.float64))
 
 
 def _embedder_id(source: Source, embedder: Any, adapted: bytes | None = None) -> str:
