@@ -95,3 +95,27 @@ def test_unknown_family_is_named() -> None:
     X, y = blobs(2, seed=0)
     with pytest.raises(ValueError, match="spectral"):
         clustering.fit_clusterer("spectral", {"pca_variance": 1.0, "l2_normalize": False}, clustering.ClusterData(X, y, X, N_SPK), 0)
+
+
+def test_encoder_rows_are_clustered_on_the_voice_not_on_their_quiet_units() -> None:
+    # an encoder's near-silent units (sd 1e-3 in training) wake up on the clustered rows, by
+    # recording rather than by speaker: scaled per dimension they decide the clusters
+    rng = np.random.default_rng(4)
+    centres = np.random.default_rng(7).normal(size=(N_SPK, DIM)) * 4.0
+
+    def rows(per: int) -> tuple[np.ndarray, np.ndarray]:
+        voice = np.concatenate([c + 0.5 * rng.normal(size=(per, DIM)) for c in centres])
+        units = 1e-3 * rng.normal(size=(len(voice), DIM))
+        return np.hstack([voice, units]), np.repeat([f"spk{i}" for i in range(N_SPK)], per)
+
+    X_train, y_train = rows(5)
+    X_test, y_test = rows(4)
+    X_test[:, DIM:] += rng.choice([0.0, 0.5], size=(len(X_test), 1))  # half the recordings wake the units
+    hp = dict(clustering.get_family("kmeans").defaults)
+    ari = {
+        encoder: clustering.clustering_metrics(
+            y_test, clustering.fit_clusterer("kmeans", hp, clustering.ClusterData(X_train, y_train, X_test, N_SPK, encoder), 0)[1]
+        )["ari"]
+        for encoder in (True, False)
+    }
+    assert ari[True] > 0.9 and ari[False] < 0.5, ari
