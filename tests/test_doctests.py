@@ -100,8 +100,9 @@ print(json.dumps({"modules": names, "changed": changed}))
 """
 
 # Known, deliberate import effects: mlflow reads its telemetry switch at import, so
-# voiceid.tracking sets it (setdefault) first; voiceid/viz/bars.py selects the Agg backend.
-ALLOWED_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+# voiceid.tracking sets it (setdefault) first, with artifact progress bars off; voiceid/viz/bars.py
+# selects the Agg backend.
+ALLOWED_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 ALLOWED = {"matplotlib backend": ["svg", "Agg"]}
 
 

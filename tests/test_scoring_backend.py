@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -53,6 +55,19 @@ def test_backend_is_fitted_on_training_speakers_and_maps_to_unit_vectors() -> No
     assert ratio(Z) < ratio(X / np.linalg.norm(X, axis=1, keepdims=True))
     with pytest.raises(ValueError, match="not fitted"):
         EmbeddingBackend().transform(X)
+
+
+def test_lda_learns_from_one_clip_background_speakers_without_a_warning_per_speaker() -> None:
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(8, 16))
+    X = np.concatenate([np.repeat(centres, 5, axis=0) + 0.3 * rng.normal(size=(40, 16)), rng.normal(size=(30, 16))])
+    y = np.concatenate([np.repeat(np.arange(8), 5), 100 + np.arange(30)]).astype(str)  # 30 one-clip speakers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        backend = EmbeddingBackend(lda_dim=5).fit(X, y)
+    # the one-clip speakers still count: the projection is not the one fitted without them
+    alone = EmbeddingBackend(lda_dim=5).fit(X[:40], y[:40])
+    assert not np.allclose(np.abs(backend.transform(X)), np.abs(alone.transform(X)), atol=1e-3)
 
 
 def test_as_norm_evens_out_models_that_score_high_against_everyone() -> None:

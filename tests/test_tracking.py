@@ -50,6 +50,25 @@ def test_configure_prefers_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
         tracking.configure(store)
 
 
+@pytest.mark.parametrize("user", [None, "true"])
+def test_artifact_downloads_draw_no_progress_bar_unless_the_user_asks(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], tmp_path: Path, store: str, user: str | None
+) -> None:
+    from voiceid.tracking.config import import_mlflow
+
+    if user is None:
+        monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", user)
+    mlflow = import_mlflow()
+    (tmp_path / "a.txt").write_text("x")
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(tmp_path / "a.txt"))
+    capfd.readouterr()
+    mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="a.txt", dst_path=str(tmp_path / "out"))
+    assert ("Downloading artifacts" in capfd.readouterr().err) == (user == "true")
+
+
 def test_data_hash_ignores_paths_and_row_order_but_not_splits(tmp_path: Path) -> None:
     rows = [("u1", "s1", "enrolled", "train", "h1"), ("u2", "s2", "enrolled", "test", "h2")]
     a = tracking.data_hash(_manifest(tmp_path / "a.parquet", rows))

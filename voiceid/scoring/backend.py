@@ -25,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator
@@ -57,7 +59,13 @@ class EmbeddingBackend(BaseEstimator):
             k = min(self.lda_dim, n_classes - 1, z.shape[1])
             if k < 1:
                 raise ValueError(f"LDA needs >= 2 training speakers, found {n_classes}")
-            self.lda_ = LinearDiscriminantAnalysis(n_components=k, solver="eigen", shrinkage="auto").fit(z, labels)
+            lda = LinearDiscriminantAnalysis(n_components=k, solver="eigen", shrinkage="auto")
+            with warnings.catch_warnings():
+                # Background speakers often have one clip. Such a speaker adds no within-speaker
+                # scatter and counts in the total, as in Kaldi's ivector-compute-lda; scikit-learn
+                # warns twice per one-clip class (480 lines in one select stage of the embedded data)
+                warnings.filterwarnings("ignore", message="Only one sample available", category=UserWarning)
+                self.lda_ = lda.fit(z, labels)
             z = self.lda_.transform(z)
         self.wccn_ = None
         if self.wccn:

@@ -33,9 +33,11 @@ class TrackingParams:
 
 
 def import_mlflow() -> ModuleType:
-    """Import mlflow with telemetry off (it reads the switch at import time)."""
+    """Import mlflow with telemetry and artifact progress bars off (unless the environment says otherwise)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    # a progress bar per local artifact copy (each model the select stage loads) is noise in a stage log
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     return mlflow
