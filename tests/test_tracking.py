@@ -62,10 +62,13 @@ def test_artifact_downloads_draw_no_progress_bar_unless_the_user_asks(
         monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", user)
     mlflow = import_mlflow()
     (tmp_path / "a.txt").write_text("x")
-    with mlflow.start_run() as run:
-        mlflow.log_artifact(str(tmp_path / "a.txt"))
+    # a client run: the fluent API's active experiment is process state other tests set
+    client = mlflow.MlflowClient()
+    run_id = client.create_run(client.create_experiment(f"progress-bar-{tmp_path.name}")).info.run_id
+    client.log_artifact(run_id, str(tmp_path / "a.txt"))
+    client.set_terminated(run_id)
     capfd.readouterr()
-    mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="a.txt", dst_path=str(tmp_path / "out"))
+    mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="a.txt", dst_path=str(tmp_path / "out"))
     assert ("Downloading artifacts" in capfd.readouterr().err) == (user == "true")
 
 
