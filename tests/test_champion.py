@@ -164,3 +164,28 @@ def test_pyfunc_from_the_registry_predicts_in_process(built: Built, tmp_path: Pa
     g = save_gallery(tmp_path / "g.npz", speaker_centroids(loaded.embed(new[0], 16000)[None, :], ["late"]), loaded.embedding.embedder_id)
     out = model.predict(pd.DataFrame({"waveform": [new[1].tolist()], "sample_rate": [16000]}), params={"gallery": str(g)})
     assert out.loc[0, "speaker"] == "late"
+
+
+def test_the_registered_pyfunc_is_models_from_code_and_loads_where_mlflow_refuses_pickles(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from voiceid import tracking
+    from voiceid.select.register import register_champion
+    from voiceid.select.report import summary
+
+    corpus, result, champion = built
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.configure(uri)
+    params = dataclasses.replace(PARAMS, registered_model="vid-code")
+    info = register_champion(champion, params, summary(result, params, {}), {"data_hash": "H"})
+    flavor = Model.load(info["model_uri"]).flavors["python_function"]
+    assert flavor.get("model_code_path", "").endswith("champion_model.py") and "python_model" not in flavor
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # MLflow's own unpickling is off
+    model = mlflow.pyfunc.load_model("models:/vid-code@champion")
+    frame = pd.DataFrame({"waveform": [corpus.waves[i].tolist() for i in (1, 30)], "sample_rate": [16000] * 2})
+    pd.testing.assert_frame_equal(model.predict(frame).reset_index(drop=True), champion.predict_frame(frame))

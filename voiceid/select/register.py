@@ -119,17 +119,17 @@ def register_champion(
     tags: Mapping[str, str],
 ) -> dict[str, str]:
     """Log the champion as a pyfunc model, register it under ``registered_model`` with alias ``champion``."""
-    from voiceid.tracking.pyfunc import ARTIFACT_KEY, ChampionModel
+    from voiceid.tracking.pyfunc import ARTIFACT_KEY, write_model_code
 
     flat = flatten_intervals(summary["champion"]["test"])
     with tempfile.TemporaryDirectory() as tmp:
         bundle = save_champion(champion, Path(tmp) / "champion.pkl")
-        # The pickle refers to voiceid classes: ship the package source (no caches) with it.
+        # The model script and the champion pickle refer to voiceid: ship the package source (no caches) with them.
         code = shutil.copytree(PACKAGE_DIR, Path(tmp) / "voiceid", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         run_id, model_uri = tracking.log_pyfunc_run(
             params.experiment,
             f"select-{champion.family}",
-            python_model=ChampionModel(),
+            python_model=str(write_model_code(Path(tmp))),  # models from code: no pickle of the wrapper
             artifacts={ARTIFACT_KEY: str(bundle)},
             code_paths=[str(code)],
             requirements=requirements_for(champion),

@@ -187,11 +187,12 @@ def log_pyfunc_run(
     json_artifacts: Mapping[str, Any] | None = None,
     files: Sequence[str | Path] = (),
 ) -> tuple[str, str]:
-    """Log a run (tag ``stage=select``) holding a custom pyfunc model ``model``; return (run_id, model_uri).
+    """Log a run (tag ``stage=select``) holding a custom pyfunc model ``python_model``; return (run_id, model_uri).
 
-    ``requirements`` are explicit (MLflow's inference would import and run the model in a
-    subprocess); ``code_paths`` ship the source the pickled model refers to, so the model
-    loads where that source is not installed.  ``inputs``/``outputs`` give the signature's
+    ``python_model``: the path of a models-from-code script (it calls ``mlflow.models.set_model``)
+    or a PythonModel instance (cloudpickled; MLflow warns).  ``requirements`` are explicit
+    (MLflow's inference would import and run the model in a subprocess); ``code_paths`` ship the
+    source the model refers to, so it loads where that source is not installed.  ``inputs``/``outputs`` give the signature's
     columns; ``predict_params`` the string params ``predict`` accepts, with defaults.
     """
     mlflow = import_mlflow()

@@ -5,6 +5,12 @@ unpickles the champion artifact and forwards ``predict``.  The voiceid package i
 the model (``code_paths``), so ``mlflow.pyfunc.load_model("models:/voiceid@champion")``
 works wherever the pinned requirements are installed.
 
+Logged as *models from code* (MLflow's recommended form for custom pyfunc models): the model
+is the three-line script :data:`MODEL_CODE` (:func:`write_model_code`), which MLflow runs at
+load time, not a cloudpickle of this class, so loading needs no
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``.  The champion artifact itself is the project's own
+pickle (:func:`voiceid.serve.persist.load_champion`): serve only models from a trusted store.
+
 Requests are untrusted (:mod:`voiceid.serve.request`): each row is validated and answered on
 its own; ``path`` rows and the ``gallery`` param are refused unless the server was started with
 ``VOICEID_AUDIO_ROOT=DIR``, and then confined to DIR; ``VOICEID_STORE=DIR`` serves an enrollment
@@ -19,6 +25,7 @@ so importing this module imports mlflow.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -35,12 +42,28 @@ from mlflow.pyfunc import PythonModel  # noqa: E402
 
 ARTIFACT_KEY = "champion"
 
+# Run by MLflow when the model loads, with the logged voiceid source on sys.path (code_paths).
+MODEL_CODE = """\
+from mlflow.models import set_model
+
+from voiceid.tracking.pyfunc import ChampionModel
+
+set_model(ChampionModel())
+"""
+
+
+def write_model_code(directory: Path) -> Path:
+    """Write :data:`MODEL_CODE` to ``directory/champion_model.py`` (what ``log_model`` is given) and return its path."""
+    path = directory / "champion_model.py"
+    path.write_text(MODEL_CODE)
+    return path
+
 
 class ChampionModel(PythonModel):
     """pyfunc face of a Champion: DataFrame(path | waveform + sample_rate | audio_b64) -> DataFrame."""
 
     def __init__(self) -> None:
-        # Only picklable state here: log_model pickles this instance (load_context fills the rest).
+        # Empty until load_context: the champion comes from the artifact, the settings from the server's environment.
         self.champion: Champion | None = None
         self.config = ServeConfig()
         self.live: LiveGallery | None = None
