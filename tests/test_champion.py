@@ -136,19 +136,27 @@ def test_a_gallery_speaker_the_strangers_score_high_against_gets_a_higher_thresh
         scorer.stranger_emb = kept
 
 
-def test_pyfunc_from_the_registry_predicts_in_process(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _register(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> dict[str, str]:
+    """Register the built champion as ``name`` in a fresh store under ``tmp_path`` (also the working directory)."""
     from voiceid import tracking
     from voiceid.select.register import register_champion
     from voiceid.select.report import summary
 
-    corpus, result, champion = built
+    _, result, champion = built
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("VOICEID_AUDIO_ROOT", str(tmp_path))  # read by the model's load_context
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.configure(uri)
-    params = dataclasses.replace(PARAMS, registered_model="vid-champ")
-    info = register_champion(champion, params, summary(result, params, {}), {"data_hash": "H"})
+    params = dataclasses.replace(PARAMS, registered_model=name)
+    return register_champion(champion, params, summary(result, params, {}), {"data_hash": "H"})
+
+
+def test_pyfunc_from_the_registry_predicts_in_process(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from voiceid import tracking
+
+    corpus, _, champion = built
+    monkeypatch.setenv("VOICEID_AUDIO_ROOT", str(tmp_path))  # read by the model's load_context
+    info = _register(built, tmp_path, monkeypatch, "vid-champ")
     assert tracking.aliased_version("vid-champ", "champion")["version"] == info["version"]
 
     model = tracking.load_pyfunc("models:/vid-champ@champion")
@@ -172,17 +180,8 @@ def test_the_registered_pyfunc_is_models_from_code_and_loads_where_mlflow_refuse
     import mlflow.pyfunc
     from mlflow.models import Model
 
-    from voiceid import tracking
-    from voiceid.select.register import register_champion
-    from voiceid.select.report import summary
-
-    corpus, result, champion = built
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    tracking.configure(uri)
-    params = dataclasses.replace(PARAMS, registered_model="vid-code")
-    info = register_champion(champion, params, summary(result, params, {}), {"data_hash": "H"})
+    corpus, _, champion = built
+    info = _register(built, tmp_path, monkeypatch, "vid-code")
     flavor = Model.load(info["model_uri"]).flavors["python_function"]
     assert flavor.get("model_code_path", "").endswith("champion_model.py") and "python_model" not in flavor
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # MLflow's own unpickling is off

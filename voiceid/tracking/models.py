@@ -192,8 +192,9 @@ def log_pyfunc_run(
     ``python_model``: the path of a models-from-code script (it calls ``mlflow.models.set_model``)
     or a PythonModel instance (cloudpickled; MLflow warns).  ``requirements`` are explicit
     (MLflow's inference would import and run the model in a subprocess); ``code_paths`` ship the
-    source the model refers to, so it loads where that source is not installed.  ``inputs``/``outputs`` give the signature's
-    columns; ``predict_params`` the string params ``predict`` accepts, with defaults.
+    source the model refers to, so it loads where that source is not installed.
+    ``inputs``/``outputs`` give the signature's columns; ``predict_params`` the string params
+    ``predict`` accepts, with defaults.
     """
     mlflow = import_mlflow()
     mlflow_pyfunc = importlib.import_module("mlflow.pyfunc")
